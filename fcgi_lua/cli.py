@@ -1,0 +1,282 @@
+"""Command line: ``fcgi-lua serve`` and ``fcgi-lua run``.
+
+Parses flags into the one Config (TOML file first, flags override), sets up
+logging, and hands over to the server or runs one script in-process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import tomllib
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from fcgi_lua import __version__
+from fcgi_lua.config import Config, ConfigError, load
+from fcgi_lua.request import Request
+
+log = logging.getLogger("fcgi_lua")
+
+LOG_FORMAT = "%(asctime)s [%(levelname)s] %(process)d %(name)s: %(message)s"
+
+
+def setup_logging(config: Config) -> None:
+    handler: logging.Handler
+    if config.error_log == "stderr":
+        handler = logging.StreamHandler(sys.stderr)
+    else:
+        handler = logging.FileHandler(config.error_log)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    log.handlers[:] = [handler]
+    log.setLevel(config.log_level.upper())
+    log.propagate = False
+
+
+def run_loop(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    """Run on uvloop (libuv) when available, plain asyncio otherwise."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a hard dependency
+        return asyncio.run(main())
+    result: int = asyncio.run(main(), loop_factory=uvloop.new_event_loop)
+    return result
+
+
+def make_engine(config: Config) -> Any:
+    # The Lua VM is created here, in the process that serves (after any fork).
+    from fcgi_lua.lua import LuaEngine
+
+    return LuaEngine(
+        runtime=config.lua_runtime,
+        recompile=config.recompile,
+        debug=config.debug,
+        log_to_stderr=config.log_to_fcgi_stderr,
+    )
+
+
+# -- serve ---------------------------------------------------------------------
+
+
+async def _serve(config: Config) -> int:
+    from fcgi_lua.server import Server
+
+    server = Server(config, make_engine(config))
+    try:
+        await server.start()
+    except OSError as exc:
+        log.error("cannot listen: %s", exc)
+        return 1
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    # Signal handlers only queue; the stop happens on the loop below.
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        loop.add_signal_handler(signum, stop.set)
+    log.info(
+        "fcgi-lua %s serving %s (runtime %s, pid %d)",
+        __version__,
+        config.root,
+        config.lua_runtime,
+        os.getpid(),
+    )
+    await stop.wait()
+    log.info("stopping")
+    await server.stop()
+    log.info("stopped")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    overrides: dict[str, Any] = dict(args.option)
+    if args.listen:
+        overrides["listen"] = args.listen
+    if args.root is not None:
+        overrides["root"] = args.root
+    if args.workers is not None:
+        overrides["workers"] = args.workers
+    if args.debug:
+        overrides["debug"] = True
+    try:
+        config = load(args.config, overrides)
+    except ConfigError as exc:
+        print(f"fcgi-lua: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config)
+    return run_loop(lambda: _serve(config))
+
+
+# -- run -----------------------------------------------------------------------
+
+
+class _StdoutSink:
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+
+    async def write(self, data: bytes) -> None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        self.chunks.append(data)
+
+    def stderr(self, data: bytes) -> None:
+        sys.stderr.buffer.write(data)
+
+
+def cgi_params(
+    script: str,
+    root: str,
+    method: str,
+    query: str,
+    headers: Sequence[str],
+    body: bytes | None,
+) -> list[tuple[bytes, bytes]]:
+    """The params nginx's fastcgi_params would send for such a request."""
+    script_name = "/" + os.path.relpath(script, root)
+    uri = script_name + ("?" + query if query else "")
+    params = {
+        "GATEWAY_INTERFACE": "CGI/1.1",
+        "SERVER_SOFTWARE": f"fcgi-lua/{__version__}",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "SERVER_NAME": "localhost",
+        "SERVER_ADDR": "127.0.0.1",
+        "SERVER_PORT": "80",
+        "REMOTE_ADDR": "127.0.0.1",
+        "REMOTE_PORT": "0",
+        "REQUEST_SCHEME": "http",
+        "REQUEST_METHOD": method.upper(),
+        "QUERY_STRING": query,
+        "REQUEST_URI": uri,
+        "DOCUMENT_URI": script_name,
+        "SCRIPT_NAME": script_name,
+        "SCRIPT_FILENAME": script,
+        "DOCUMENT_ROOT": root,
+        "CONTENT_TYPE": "",
+        "CONTENT_LENGTH": "" if body is None else str(len(body)),
+    }
+    pairs = [(k.encode(), v.encode()) for k, v in params.items()]
+    for header in headers:
+        name, sep, value = header.partition(":")
+        if not sep:
+            raise ConfigError(f"--header {header!r}: expected NAME: VALUE")
+        key = "HTTP_" + name.strip().upper().replace("-", "_")
+        if key == "HTTP_CONTENT_TYPE":
+            pairs = [p for p in pairs if p[0] != b"CONTENT_TYPE"]
+            pairs.append((b"CONTENT_TYPE", value.strip().encode()))
+        pairs.append((key.encode(), value.strip().encode()))
+    if body is None:
+        pairs = [p for p in pairs if p[0] != b"CONTENT_LENGTH"]
+    return pairs
+
+
+async def _run_once(config: Config, request: Request, body: bytes | None) -> int:
+    engine = make_engine(config)
+    sink = _StdoutSink()
+    if body is not None:
+        request.feed_body(body)
+        request.end_body()
+    await engine.run(request, sink)
+    head = b"".join(sink.chunks)[:16]
+    return 1 if head.startswith(b"Status: 5") else 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    script = os.path.abspath(args.script)
+    if not os.path.isfile(script):
+        print(f"fcgi-lua: no such script: {args.script}", file=sys.stderr)
+        return 2
+    root = os.path.abspath(args.root) if args.root else os.path.dirname(script)
+    overrides: dict[str, Any] = dict(args.option)
+    overrides["root"] = root
+    if args.debug:
+        overrides["debug"] = True
+    try:
+        config = load(args.config, overrides)
+        body = None
+        if args.body is not None:
+            with open(args.body, "rb") as handle:
+                body = handle.read()
+        params = cgi_params(script, root, args.method, args.query, args.header, body)
+    except (ConfigError, OSError) as exc:
+        print(f"fcgi-lua: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config)
+    request = Request(params, script, max_body_size=max(config.client_max_body_size, len(body or b"")))
+    return run_loop(lambda: _run_once(config, request, body))
+
+
+# -- parser ----------------------------------------------------------------------
+
+
+def _option(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with VALUE in TOML syntax (bare words are strings)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE")
+    try:
+        parsed = tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value
+    return key.strip(), parsed
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fcgi-lua",
+        description="A FastCGI responder that runs Lua scripts OpenResty-style.",
+    )
+    parser.add_argument("--version", action="version", version=f"fcgi-lua {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE", help="TOML config file (flags override it)")
+    common.add_argument("--debug", action="store_true", help="send Lua tracebacks in 500 bodies")
+    common.add_argument(
+        "-o",
+        "--option",
+        metavar="KEY=VALUE",
+        type=_option,
+        action="append",
+        default=[],
+        help="set any config key (see docs/configuration.md), e.g. -o recompile=never",
+    )
+
+    serve = sub.add_parser("serve", parents=[common], help="serve FastCGI requests")
+    serve.add_argument(
+        "--listen",
+        metavar="ADDR",
+        action="append",
+        help="unix:/path/to.sock or host:port; repeat for several (default 127.0.0.1:9000)",
+    )
+    serve.add_argument("--root", metavar="DIR", help="document root scripts are confined to")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="worker processes; only 1 until the prefork process manager lands",
+    )
+    serve.set_defaults(func=cmd_serve)
+
+    run = sub.add_parser("run", parents=[common], help="run one script once and print the response")
+    run.add_argument("script", help="the Lua script to run")
+    run.add_argument("--root", metavar="DIR", help="document root (default: the script's folder)")
+    run.add_argument("--method", default="GET")
+    run.add_argument("--query", default="", metavar="Q", help="query string, e.g. 'a=1&b=2'")
+    run.add_argument(
+        "--header", action="append", default=[], metavar="K:V", help="request header; repeatable"
+    )
+    run.add_argument("--body", metavar="FILE", help="request body read from FILE")
+    run.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    return func(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,255 @@
+"""The one Config object: defaults, TOML file, CLI flags, validated once.
+
+Every option lives in ``OPTIONS`` (name, type, default, check, help); the
+TOML file and the CLI both feed the same table, so a key that exists in one
+exists in the other and errors always name the key and where it came from.
+This module never starts anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+RUNTIMES = ("luajit21", "luajit20", "lua51", "lua52", "lua53", "lua54", "lua55")
+RECOMPILE_POLICIES = ("mtime", "always", "never")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(Exception):
+    """A bad option: the message names the key and its source."""
+
+
+def _default_runtime() -> str:
+    # Imported lazily so `fcgi-lua --help` does not load a Lua VM.
+    from fcgi_lua.lua import DEFAULT_RUNTIME
+
+    return str(DEFAULT_RUNTIME)
+
+
+@dataclass
+class Config:
+    """Every option of fcgi-lua.  docs/configuration.md documents each."""
+
+    listen: list[str] = field(default_factory=lambda: ["127.0.0.1:9000"])
+    root: str = ""
+    workers: int = 1
+    debug: bool = False
+    # nginx workers usually run as another user (www-data, nobody) than the
+    # responder; 0666 lets them connect.  Tighten it with a shared group.
+    socket_mode: int = 0o666
+    extensions: list[str] = field(default_factory=lambda: [".lua"])
+    lua_runtime: str = ""
+    recompile: str = "mtime"
+    # nginx's default large_client_header_buffers allow 4 x 8k of headers;
+    # 64 KiB of params leaves room for that plus the CGI variables.
+    max_params_bytes: int = 65536
+    # nginx's default fastcgi_params are ~20 names; 1000 covers any
+    # plausible header count while bounding the work a peer can cause.
+    max_params_count: int = 1000
+    # Bodies above this get 413 without being stored (nginx's default is 1m).
+    client_max_body_size: int = 1024 * 1024
+    # Answered to FCGI_GET_VALUES; FCGI_MAX_REQS is also the cap on
+    # requests in flight per worker: beyond it a request gets 503.
+    max_conns: int = 1024
+    max_reqs: int = 1024
+    log_level: str = "info"
+    error_log: str = "stderr"
+    # Mirror ngx.log lines into FCGI_STDERR so they land in nginx's error log.
+    log_to_fcgi_stderr: bool = False
+    # Graceful stop: in-flight requests get this long, then are cancelled.
+    shutdown_timeout: float = 10.0
+    # A connection stops being read while more than this many bytes of
+    # its responses wait in the socket's write buffer.
+    write_buffer_high: int = 256 * 1024
+
+    def validate(self, source: str = "config") -> None:
+        for spec in OPTIONS.values():
+            value = getattr(self, spec.name)
+            problem = spec.check(value) if spec.check else None
+            if problem:
+                raise ConfigError(f"{source}: {spec.name}: {problem} (got {value!r})")
+        if not self.lua_runtime:
+            self.lua_runtime = _default_runtime()
+
+    def replace(self, **changes: Any) -> Config:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    kind: type
+    check: Callable[[Any], str | None] | None = None
+    item_kind: type | None = None
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else "must be > 0"
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if value in choices else f"must be one of {', '.join(choices)}"
+
+    return check
+
+
+def _check_listen(value: list[str]) -> str | None:
+    if not value:
+        return "needs at least one address"
+    for address in value:
+        try:
+            parse_listen(address)
+        except ValueError as exc:
+            return str(exc)
+    return None
+
+
+def _check_root(value: str) -> str | None:
+    if not value:
+        return "is required (the document root scripts are confined to)"
+    if not os.path.isdir(value):
+        return "is not a directory"
+    return None
+
+
+def _check_workers(value: int) -> str | None:
+    # The prefork process manager is a later issue; until then one worker.
+    return None if value == 1 else "only 1 is supported until the process manager lands"
+
+
+def _check_extensions(value: list[str]) -> str | None:
+    if not value or any(not ext.startswith(".") for ext in value):
+        return "must be a non-empty list of extensions like '.lua'"
+    return None
+
+
+def _check_mode(value: int) -> str | None:
+    return None if 0 <= value <= 0o777 else "must be a file mode between 0 and 0777"
+
+
+def _check_runtime(value: str) -> str | None:
+    return None if not value or value in RUNTIMES else f"must be one of {', '.join(RUNTIMES)}"
+
+
+OPTIONS: dict[str, Option] = {
+    spec.name: spec
+    for spec in (
+        Option("listen", list, _check_listen, str),
+        Option("root", str, _check_root),
+        Option("workers", int, _check_workers),
+        Option("debug", bool),
+        Option("socket_mode", int, _check_mode),
+        Option("extensions", list, _check_extensions, str),
+        Option("lua_runtime", str, _check_runtime),
+        Option("recompile", str, _one_of(RECOMPILE_POLICIES)),
+        Option("max_params_bytes", int, _positive),
+        Option("max_params_count", int, _positive),
+        Option("client_max_body_size", int, _positive),
+        Option("max_conns", int, _positive),
+        Option("max_reqs", int, _positive),
+        Option("log_level", str, _one_of(LOG_LEVELS)),
+        Option("error_log", str),
+        Option("log_to_fcgi_stderr", bool),
+        Option("shutdown_timeout", float, _positive),
+        Option("write_buffer_high", int, _positive),
+    )
+}
+assert set(OPTIONS) == {f.name for f in dataclasses.fields(Config)}
+
+
+def parse_listen(address: str) -> tuple[str, str | int]:
+    """``unix:/path`` -> ("unix", path); ``host:port`` -> (host, port)."""
+    if address.startswith("unix:"):
+        path = address[5:]
+        if not path:
+            raise ValueError(f"{address!r}: unix socket path is empty")
+        return "unix", path
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{address!r}: expected unix:/path or host:port")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def parse_size(value: str | int) -> int:
+    """nginx-style sizes: 1024, "8k", "1m", "1g"."""
+    if isinstance(value, int):
+        return value
+    text = value.strip().lower()
+    scale = {"k": 1024, "m": 1024**2, "g": 1024**3}.get(text[-1:], 1)
+    digits = text[:-1] if scale != 1 else text
+    if not digits.isdigit():
+        raise ValueError(f"{value!r} is not a size like 512, 8k or 1m")
+    return int(digits) * scale
+
+
+def coerce(spec: Option, value: Any, source: str) -> Any:
+    """Turn a TOML or CLI value into the option's type, or fail naming it."""
+    where = f"{source}: {spec.name}"
+    if spec.kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false (got {value!r})")
+    if spec.kind is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected an integer (got {value!r})")
+        if spec.name == "socket_mode" and isinstance(value, str):
+            try:
+                return int(value, 8)
+            except ValueError as exc:
+                raise ConfigError(f"{where}: expected an octal mode like '0660'") from exc
+        try:
+            return parse_size(value) if isinstance(value, (int, str)) else int(value)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from exc
+    if spec.kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where}: expected a number (got {value!r})")
+    if spec.kind is list:
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            raise ConfigError(f"{where}: expected a list of strings (got {value!r})")
+        return list(items)
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: expected a string (got {value!r})")
+    return value
+
+
+def apply(config: Config, values: Mapping[str, Any], source: str) -> Config:
+    changes = {}
+    for key, value in values.items():
+        spec = OPTIONS.get(key)
+        if spec is None:
+            raise ConfigError(f"{source}: unknown key {key!r}")
+        changes[key] = coerce(spec, value, source)
+        problem = spec.check(changes[key]) if spec.check else None
+        if problem:
+            raise ConfigError(f"{source}: {key}: {problem} (got {value!r})")
+    return config.replace(**changes)
+
+
+def load(path: str | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Defaults, then the TOML file, then CLI overrides; validated once."""
+    config = Config()
+    source = "command line"
+    if path is not None:
+        try:
+            with open(path, "rb") as handle:
+                data = tomllib.load(handle)
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+        config = apply(config, data, path)
+        source = path
+    if overrides:
+        config = apply(config, overrides, "command line")
+        source = "command line" if path is None else f"{path} + command line"
+    config.validate(source)
+    return config

@@ -1,0 +1,381 @@
+"""The thin asyncio layer: sockets in, codec events, one task per request.
+
+It feeds bytes to the sans-IO codec, turns its events into ``Request``
+objects and tasks that run the Lua engine, writes what they produce back as
+STDOUT records, pauses reading a connection whose responses are not being
+drained, and stops gracefully.  It knows nothing of Lua beyond
+``engine.run(request, sink)`` and nothing of the record format.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import stat
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from fcgi_lua import fastcgi
+from fcgi_lua.config import Config, parse_listen
+from fcgi_lua.http import error_response
+from fcgi_lua.request import BodyTooLarge, Request
+from fcgi_lua.scripts import ScriptRejected, ScriptResolver
+
+log = logging.getLogger("fcgi_lua.server")
+
+
+class Engine(Protocol):
+    def run(self, request: Request, sink: Any) -> Awaitable[None]: ...
+
+
+class ConnectionGone(Exception):
+    """The front server closed the connection while a request was writing."""
+
+
+class _Sink:
+    """Where one request's output goes: STDOUT/STDERR records on its connection."""
+
+    __slots__ = ("_conn", "_request_id")
+
+    def __init__(self, conn: FastCGIProtocol, request_id: int) -> None:
+        self._conn = conn
+        self._request_id = request_id
+
+    async def write(self, data: bytes) -> None:
+        conn = self._conn
+        if conn.closed:
+            raise ConnectionGone("front server closed the connection")
+        conn.write(conn.codec.send(fastcgi.Stdout(self._request_id, data)))
+        if conn.write_paused:
+            await conn.drained()
+
+    def stderr(self, data: bytes) -> None:
+        conn = self._conn
+        if not conn.closed:
+            conn.write(conn.codec.send(fastcgi.Stderr(self._request_id, data)))
+
+
+class _Tracked:
+    __slots__ = ("request", "task")
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+        self.task: asyncio.Task[None] | None = None
+
+
+class FastCGIProtocol(asyncio.Protocol):
+    """One front-server connection; may carry several multiplexed requests."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.codec = fastcgi.Connection(
+            limits=fastcgi.Limits(
+                max_params_bytes=server.config.max_params_bytes,
+                max_params_count=server.config.max_params_count,
+            )
+        )
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.write_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._requests: dict[int, _Tracked] = {}
+        self.peer = "?"
+
+    # -- asyncio.Protocol -------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(high=self.server.config.write_buffer_high)
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "unix"
+        self.server.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.codec.receive_data(data)
+        self._process()
+
+    def eof_received(self) -> bool | None:
+        # nginx never sends ABORT_REQUEST: EOF on the connection is the abort.
+        self.codec.receive_data(b"")
+        self._process()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.connections.discard(self)
+        for request_id, tracked in list(self._requests.items()):
+            if tracked.task is not None and not tracked.task.done():
+                log.info(
+                    "front server closed the connection; aborting request %d (%s)",
+                    request_id,
+                    tracked.request.script_path or "before dispatch",
+                )
+                tracked.task.cancel()
+            tracked.request.end_body()
+        self._requests.clear()
+        self._wake_drain_waiters()
+
+    def pause_writing(self) -> None:
+        # Responses are produced faster than the peer reads them: stop
+        # reading new requests from it until the buffer drains.
+        self.write_paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+        self._wake_drain_waiters()
+
+    # -- helpers -----------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    async def drained(self) -> None:
+        if not self.write_paused or self.closed:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._drain_waiters.append(waiter)
+        await waiter
+        if self.closed:
+            raise ConnectionGone("front server closed the connection")
+
+    def _wake_drain_waiters(self) -> None:
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.close()
+
+    # -- events --------------------------------------------------------------
+
+    def _process(self) -> None:
+        codec = self.codec
+        while not self.closed:
+            try:
+                event = codec.next_event()
+            except fastcgi.RemoteProtocolError as exc:
+                log.warning("FastCGI protocol error from %s: %s; closing connection", self.peer, exc)
+                self._abort_all()
+                self.close()
+                return
+            if event is fastcgi.NEED_DATA:
+                return
+            handler = self._handlers.get(type(event))
+            if handler is not None:
+                handler(self, event)
+
+    def _on_begin(self, event: fastcgi.BeginRequest) -> None:
+        if event.role != fastcgi.RESPONDER:
+            log.warning("FastCGI role %d not supported; answered UNKNOWN_ROLE", event.role)
+            self.write(
+                self.codec.send(
+                    fastcgi.EndRequest(event.request_id, 0, fastcgi.UNKNOWN_ROLE)
+                )
+            )
+            self._maybe_close()
+
+    def _on_params(self, event: fastcgi.Params) -> None:
+        server = self.server
+        request = Request(event.params, max_body_size=server.config.client_max_body_size)
+        tracked = _Tracked(request)
+        self._requests[event.request_id] = tracked
+        tracked.task = server.spawn(self._serve(event.request_id, tracked))
+
+    def _on_stdin(self, event: fastcgi.Stdin) -> None:
+        tracked = self._requests.get(event.request_id)
+        if tracked is not None:
+            tracked.request.feed_body(event.data)
+
+    def _on_stdin_end(self, event: fastcgi.StdinEnd) -> None:
+        tracked = self._requests.get(event.request_id)
+        if tracked is not None:
+            tracked.request.end_body()
+
+    def _on_abort(self, event: fastcgi.AbortRequest) -> None:
+        tracked = self._requests.get(event.request_id)
+        if tracked is None or tracked.task is None:
+            # Aborted before its params ended: nothing runs yet.
+            if event.request_id in self.codec.active_request_ids:
+                self._end(event.request_id)
+            return
+        log.info("ABORT_REQUEST for request %d (%s)", event.request_id, tracked.request.script_path)
+        tracked.task.cancel()
+
+    def _on_get_values(self, event: fastcgi.GetValues) -> None:
+        config = self.server.config
+        known = {
+            b"FCGI_MAX_CONNS": str(config.max_conns).encode(),
+            b"FCGI_MAX_REQS": str(config.max_reqs).encode(),
+            b"FCGI_MPXS_CONNS": b"1",
+        }
+        values = tuple((name, known[name]) for name in event.names if name in known)
+        self.write(self.codec.send(fastcgi.GetValuesResult(values)))
+
+    def _on_unknown_type(self, event: fastcgi.UnknownRecordType) -> None:
+        log.warning("unknown FastCGI record type %d from %s", event.record_type, self.peer)
+        self.write(self.codec.send(fastcgi.UnknownType(event.record_type)))
+
+    def _on_closed(self, event: fastcgi.ConnectionClosed) -> None:
+        if self._requests:
+            self._abort_all()
+        self.close()
+
+    _handlers: dict[type, Callable[[FastCGIProtocol, Any], None]] = {
+        fastcgi.BeginRequest: _on_begin,
+        fastcgi.Params: _on_params,
+        fastcgi.Stdin: _on_stdin,
+        fastcgi.StdinEnd: _on_stdin_end,
+        fastcgi.AbortRequest: _on_abort,
+        fastcgi.GetValues: _on_get_values,
+        fastcgi.UnknownRecordType: _on_unknown_type,
+        fastcgi.ConnectionClosed: _on_closed,
+    }
+
+    def _abort_all(self) -> None:
+        for tracked in self._requests.values():
+            if tracked.task is not None and not tracked.task.done():
+                log.info(
+                    "front server went away; aborting %s",
+                    tracked.request.script_path or "a request before dispatch",
+                )
+                tracked.task.cancel()
+
+    # -- one request -----------------------------------------------------------
+
+    async def _serve(self, request_id: int, tracked: _Tracked) -> None:
+        request = tracked.request
+        server = self.server
+        sink = _Sink(self, request_id)
+        head = False
+        try:
+            params = dict(request.params)
+            head = params.get(b"REQUEST_METHOD") == b"HEAD"
+            if server.in_flight > server.config.max_reqs:
+                log.warning("over max_reqs=%d requests in flight; 503", server.config.max_reqs)
+                await sink.write(error_response(503, head=head))
+            elif isinstance(request.body_error, BodyTooLarge):
+                log.warning("%s; 413", request.body_error)
+                await sink.write(error_response(413, head=head))
+            else:
+                try:
+                    request.script_path = server.resolver.resolve(params)
+                except ScriptRejected as exc:
+                    log.info("%d: %s", exc.status, exc.reason)
+                    await sink.write(error_response(exc.status, head=head))
+                else:
+                    await server.engine.run(request, sink)
+        except asyncio.CancelledError:
+            if not self.closed and request_id in self.codec.active_request_ids:
+                self._end(request_id)
+            raise
+        except ConnectionGone:
+            log.info("front server closed the connection during %s", request.script_path)
+            return
+        except Exception:
+            log.exception("internal error serving %s", request.script_path or "a request")
+            with contextlib.suppress(ConnectionGone):
+                await sink.write(error_response(500, head=head))
+        finally:
+            self._requests.pop(request_id, None)
+        if not self.closed:
+            self._end(request_id)
+
+    def _end(self, request_id: int) -> None:
+        self.write(self.codec.send(fastcgi.EndRequest(request_id)))
+        self._requests.pop(request_id, None)
+        self._maybe_close()
+
+    def _maybe_close(self) -> None:
+        if self.codec.should_close:
+            self.close()
+
+
+class Server:
+    """Listeners, connections and request tasks of one worker."""
+
+    def __init__(self, config: Config, engine: Engine) -> None:
+        self.config = config
+        self.engine = engine
+        self.resolver = ScriptResolver(config.root, config.extensions)
+        self.connections: set[FastCGIProtocol] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._servers: list[asyncio.AbstractServer] = []
+        self._unix_paths: list[str] = []
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.tasks)
+
+    def spawn(self, coro: Any) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    def _protocol(self) -> FastCGIProtocol:
+        return FastCGIProtocol(self)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for address in self.config.listen:
+            kind, where = parse_listen(address)
+            if kind == "unix":
+                path = str(where)
+                sock = bind_unix(path, self.config.socket_mode)
+                self._unix_paths.append(path)
+                server = await loop.create_unix_server(self._protocol, sock=sock, backlog=1024)
+            else:
+                server = await loop.create_server(
+                    self._protocol, kind, int(where), backlog=1024, reuse_address=True
+                )
+            self._servers.append(server)
+            log.info("listening on %s", address)
+
+    async def stop(self, timeout: float | None = None) -> None:
+        """Stop accepting, let in-flight requests finish, then cancel the rest."""
+        timeout = self.config.shutdown_timeout if timeout is None else timeout
+        for server in self._servers:
+            server.close()
+        for path in self._unix_paths:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        if self.tasks:
+            log.info("waiting up to %.1fs for %d request(s)", timeout, len(self.tasks))
+            _, pending = await asyncio.wait(set(self.tasks), timeout=timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                log.warning("cancelled %d request(s) still running at shutdown", len(pending))
+                await asyncio.wait(pending, timeout=1.0)
+        for conn in list(self.connections):
+            conn.close()
+        for server in self._servers:
+            await server.wait_closed()
+
+
+def bind_unix(path: str, mode: int) -> socket.socket:
+    """Bind a Unix socket, replacing a stale socket file but nothing else."""
+    try:
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        os.chmod(path, mode)
+    except OSError:
+        sock.close()
+        raise
+    return sock

@@ -1,0 +1,228 @@
+"""The responder driven by FastCGI clients we did not write.
+
+- ``cgi-fcgi`` (Debian's libfcgi-bin, the reference C library) sends real
+  requests over TCP and the Unix socket;
+- flup6's ``Record`` class (an independent Python codec) multiplexes
+  requests on one connection and asks GET_VALUES.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import subprocess
+import time
+
+from flup.server.fcgi_base import (
+    FCGI_BEGIN_REQUEST,
+    FCGI_END_REQUEST,
+    FCGI_GET_VALUES,
+    FCGI_GET_VALUES_RESULT,
+    FCGI_KEEP_CONN,
+    FCGI_PARAMS,
+    FCGI_RESPONDER,
+    FCGI_STDIN,
+    FCGI_STDOUT,
+    FCGI_UNKNOWN_ROLE,
+    FCGI_UNKNOWN_TYPE,
+    Record,
+    decode_pair,
+    encode_pair,
+)
+
+from tests.integration.conftest import Responder
+
+
+def cgi_request(
+    cgi_fcgi: str, connect: str, env: dict[str, str], body: bytes = b""
+) -> tuple[str, bytes]:
+    result = subprocess.run(
+        [cgi_fcgi, "-bind", "-connect", connect],
+        env=env,
+        input=body,
+        capture_output=True,
+        timeout=20,
+        check=False,
+    )
+    head, _, payload = result.stdout.partition(b"\r\n\r\n")
+    return head.decode("latin-1"), payload
+
+
+def base_env(responder: Responder, script: str, **extra: str) -> dict[str, str]:
+    env = {
+        "REQUEST_METHOD": "GET",
+        "SCRIPT_FILENAME": responder.script(script),
+        "SCRIPT_NAME": "/" + script,
+        "REQUEST_URI": "/" + script,
+        "QUERY_STRING": "",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+    }
+    env.update(extra)
+    return env
+
+
+def test_cgi_fcgi_over_tcp(responder: Responder, cgi_fcgi: str) -> None:
+    head, body = cgi_request(cgi_fcgi, f"127.0.0.1:{responder.port}", base_env(responder, "hello.lua"))
+    assert head.startswith("Status: 200 OK")
+    assert body == b"hello from GET\n"
+
+
+def test_cgi_fcgi_over_unix_socket(responder: Responder, cgi_fcgi: str) -> None:
+    env = base_env(responder, "hello.lua", REQUEST_METHOD="POST", CONTENT_LENGTH="3")
+    head, body = cgi_request(cgi_fcgi, responder.unix_path, env, b"abc")
+    assert head.startswith("Status: 200 OK")
+    assert body == b"hello from POST\n"
+
+
+def test_large_output_is_split_into_records(responder: Responder, cgi_fcgi: str) -> None:
+    head, body = cgi_request(cgi_fcgi, f"127.0.0.1:{responder.port}", base_env(responder, "big.lua"))
+    assert head.startswith("Status: 200 OK")
+    assert body == b"x" * 200000
+
+
+def test_missing_script_404_and_error_500(responder: Responder, cgi_fcgi: str) -> None:
+    connect = f"127.0.0.1:{responder.port}"
+    head, _ = cgi_request(cgi_fcgi, connect, base_env(responder, "absent.lua"))
+    assert head.startswith("Status: 404")
+    head, body = cgi_request(cgi_fcgi, connect, base_env(responder, "error.lua"))
+    assert head.startswith("Status: 500")
+    assert b"attempt to index" not in body  # no traceback without debug
+
+
+# -- flup6's Record: multiplexing and management records -----------------------
+
+
+def send(sock: socket.socket, rtype: int, request_id: int, data: bytes = b"") -> None:
+    record = Record(rtype, request_id)
+    record.contentData = data
+    record.contentLength = len(data)
+    record.write(sock)
+
+
+def begin(sock: socket.socket, request_id: int, role: int = FCGI_RESPONDER) -> None:
+    send(sock, FCGI_BEGIN_REQUEST, request_id, struct.pack("!HB5x", role, FCGI_KEEP_CONN))
+
+
+def params(sock: socket.socket, request_id: int, pairs: dict[str, str]) -> None:
+    data = b"".join(encode_pair(k.encode(), v.encode()) for k, v in pairs.items())
+    send(sock, FCGI_PARAMS, request_id, data)
+    send(sock, FCGI_PARAMS, request_id)
+    send(sock, FCGI_STDIN, request_id)
+
+
+def read_until_ended(sock: socket.socket, ids: set[int]) -> tuple[dict[int, bytes], list[int]]:
+    """Collect STDOUT per request until every id got END_REQUEST."""
+    out: dict[int, bytes] = {i: b"" for i in ids}
+    order: list[int] = []
+    while ids:
+        record = Record()
+        record.read(sock)
+        if record.type == FCGI_STDOUT:
+            out[record.requestId] += record.contentData
+        elif record.type == FCGI_END_REQUEST:
+            ids.discard(record.requestId)
+            order.append(record.requestId)
+    return out, order
+
+
+def connect(responder: Responder) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", responder.port), timeout=10)
+    return sock
+
+
+def script_params(responder: Responder, script: str, query: str) -> dict[str, str]:
+    return {
+        "REQUEST_METHOD": "GET",
+        "SCRIPT_FILENAME": responder.script(script),
+        "QUERY_STRING": query,
+    }
+
+
+def test_multiplexed_requests_interleave(responder: Responder) -> None:
+    with connect(responder) as sock:
+        begin(sock, 1)
+        begin(sock, 2)
+        begin(sock, 3)
+        params(sock, 1, script_params(responder, "sleep.lua", "t=0.3&id=one"))
+        params(sock, 2, script_params(responder, "sleep.lua", "t=0.1&id=two"))
+        params(sock, 3, script_params(responder, "hello.lua", ""))
+        started = time.monotonic()
+        out, order = read_until_ended(sock, {1, 2, 3})
+        elapsed = time.monotonic() - started
+    assert out[1].endswith(b"slept one\n")
+    assert out[2].endswith(b"slept two\n")
+    assert out[3].endswith(b"hello from GET\n")
+    # The short requests finish first: they did not wait behind request 1.
+    assert order == [3, 2, 1]
+    assert elapsed < 0.3 + 0.25
+
+
+def test_keep_conn_reuses_the_connection(responder: Responder) -> None:
+    with connect(responder) as sock:
+        for request_id in (1, 1, 7):
+            begin(sock, request_id)
+            params(sock, request_id, script_params(responder, "hello.lua", ""))
+            out, _ = read_until_ended(sock, {request_id})
+            assert out[request_id].endswith(b"hello from GET\n")
+
+
+def test_get_values(responder: Responder) -> None:
+    names = [b"FCGI_MAX_CONNS", b"FCGI_MAX_REQS", b"FCGI_MPXS_CONNS"]
+    with connect(responder) as sock:
+        send(sock, FCGI_GET_VALUES, 0, b"".join(encode_pair(n, b"") for n in names))
+        record = Record()
+        record.read(sock)
+    assert record.type == FCGI_GET_VALUES_RESULT
+    values = {}
+    pos = 0
+    while pos < record.contentLength:
+        pos, (name, value) = decode_pair(record.contentData, pos)
+        values[name] = value
+    assert values == {
+        b"FCGI_MAX_CONNS": b"1024",
+        b"FCGI_MAX_REQS": b"1024",
+        b"FCGI_MPXS_CONNS": b"1",
+    }
+
+
+def test_unknown_role_and_unknown_type(responder: Responder) -> None:
+    with connect(responder) as sock:
+        begin(sock, 1, role=3)  # FILTER
+        record = Record()
+        record.read(sock)
+        assert record.type == FCGI_END_REQUEST
+        assert record.contentData[4] == FCGI_UNKNOWN_ROLE
+        send(sock, 42, 0, b"")
+        record = Record()
+        record.read(sock)
+        assert record.type == FCGI_UNKNOWN_TYPE
+        assert record.contentData[0] == 42
+        # The connection still serves requests afterwards.
+        begin(sock, 2)
+        params(sock, 2, script_params(responder, "hello.lua", ""))
+        out, _ = read_until_ended(sock, {2})
+        assert out[2].endswith(b"hello from GET\n")
+
+
+def test_abort_request_ends_the_request(responder: Responder) -> None:
+    with connect(responder) as sock:
+        begin(sock, 5)
+        params(sock, 5, script_params(responder, "forever.lua", ""))
+        record = Record()
+        record.read(sock)
+        assert record.type == FCGI_STDOUT  # the script flushed, then sleeps
+        started = time.monotonic()
+        send(sock, 2, 5)  # FCGI_ABORT_REQUEST
+        _, order = read_until_ended(sock, {5})
+        assert order == [5]
+        assert time.monotonic() - started < 5
+
+
+def test_garbage_closes_only_that_connection(responder: Responder) -> None:
+    with connect(responder) as good, connect(responder) as bad:
+        begin(good, 1)
+        bad.sendall(b"\x09garbage-not-fastcgi")
+        assert bad.recv(100) == b""  # closed by the responder
+        params(good, 1, script_params(responder, "hello.lua", ""))
+        out, _ = read_until_ended(good, {1})
+        assert out[1].endswith(b"hello from GET\n")

@@ -1,0 +1,91 @@
+"""Config: defaults, TOML, CLI overrides, and errors that name file and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fcgi_lua.config import Config, ConfigError, load, parse_listen, parse_size
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "fcgi-lua.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_defaults_need_only_a_root(tmp_path: Path) -> None:
+    config = load(None, {"root": str(tmp_path)})
+    assert config.listen == ["127.0.0.1:9000"]
+    assert config.workers == 1
+    assert config.recompile == "mtime"
+    assert config.lua_runtime  # filled with the measured default
+
+
+def test_toml_then_cli_overrides(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        f'root = "{tmp_path}"\nlisten = ["unix:/tmp/x.sock"]\ndebug = true\n'
+        'socket_mode = "0660"\nclient_max_body_size = "8k"\n',
+    )
+    config = load(path, {"listen": ["127.0.0.1:9100"]})
+    assert config.listen == ["127.0.0.1:9100"]
+    assert config.debug is True
+    assert config.socket_mode == 0o660
+    assert config.client_max_body_size == 8192
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('nonsense = 1\n', "unknown key 'nonsense'"),
+        ('debug = "yes"\n', "debug: expected true or false"),
+        ('recompile = "sometimes"\n', "recompile: must be one of mtime, always, never"),
+        ('listen = ["nowhere"]\n', "listen: 'nowhere': expected unix:/path or host:port"),
+        ('workers = 4\n', "workers: only 1 is supported"),
+        ('lua_runtime = "python"\n', "lua_runtime: must be one of"),
+        ('max_reqs = 0\n', "max_reqs: must be > 0"),
+        ('root = "/no/such/dir"\n', "root: is not a directory"),
+        ("debug = \n", "not valid TOML"),
+    ],
+)
+def test_bad_file_names_file_and_key(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load(path, {"root": str(tmp_path)} if "root" not in text else None)
+    assert str(info.value).startswith(path)
+    assert message in str(info.value)
+
+
+def test_missing_root_is_named() -> None:
+    with pytest.raises(ConfigError, match="root: is required"):
+        load(None, {})
+
+
+def test_unreadable_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load(str(tmp_path / "absent.toml"))
+
+
+def test_parse_listen() -> None:
+    assert parse_listen("unix:/run/x.sock") == ("unix", "/run/x.sock")
+    assert parse_listen("127.0.0.1:9000") == ("127.0.0.1", 9000)
+    assert parse_listen("[::1]:9000") == ("::1", 9000)
+    for bad in ("unix:", "host", "host:0", "host:70000", "host:x"):
+        with pytest.raises(ValueError):
+            parse_listen(bad)
+
+
+def test_parse_size() -> None:
+    assert parse_size("512") == 512
+    assert parse_size("8k") == 8192
+    assert parse_size("1M") == 1024 * 1024
+    with pytest.raises(ValueError):
+        parse_size("lots")
+
+
+def test_every_option_has_a_documented_default() -> None:
+    docs = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
+    for name in Config.__dataclass_fields__:
+        assert f"`{name}`" in docs, f"docs/configuration.md does not document {name}"

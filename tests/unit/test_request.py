@@ -1,0 +1,72 @@
+"""When a request body is complete, from what front servers really send."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from fcgi_lua.request import BodyTooLarge, Request
+
+
+def make(length: bytes | None, limit: int = 100) -> Request:
+    params = [(b"REQUEST_METHOD", b"POST")]
+    if length is not None:
+        params.append((b"CONTENT_LENGTH", length))
+    return Request(params, max_body_size=limit)
+
+
+def test_missing_or_zero_length_is_complete_at_once() -> None:
+    # Monkey sends no STDIN record at all for a bodyless request.
+    assert make(None).body_complete
+    assert make(b"0").body_complete
+    assert asyncio.run(make(None).read_body()) == b""
+
+
+def test_empty_length_reads_to_end_of_stdin() -> None:
+    # nginx with fastcgi_request_buffering off and a chunked client body.
+    request = make(b"")
+
+    async def scenario() -> bytes:
+        reader = asyncio.ensure_future(request.read_body())
+        await asyncio.sleep(0)
+        assert not reader.done()
+        request.feed_body(b"abc")
+        request.feed_body(b"def")
+        await asyncio.sleep(0)
+        assert not reader.done()
+        request.end_body()
+        return await reader
+
+    assert asyncio.run(scenario()) == b"abcdef"
+
+
+def test_known_length_completes_without_end_record() -> None:
+    request = make(b"5")
+    request.feed_body(b"hel")
+    assert not request.body_complete
+    request.feed_body(b"lo")
+    assert request.body_complete
+    assert asyncio.run(request.read_body()) == b"hello"
+
+
+def test_short_body_is_an_error() -> None:
+    request = make(b"10")
+    request.feed_body(b"abc")
+    request.end_body()
+    with pytest.raises(ValueError, match="body ended after 3 of 10 bytes"):
+        asyncio.run(request.read_body())
+
+
+def test_too_large_by_header_and_by_stream() -> None:
+    assert isinstance(make(b"101").body_error, BodyTooLarge)
+    request = make(b"", limit=4)
+    request.feed_body(b"12345")
+    request.end_body()
+    with pytest.raises(BodyTooLarge):
+        asyncio.run(request.read_body())
+
+
+def test_bad_length() -> None:
+    assert isinstance(make(b"abc").body_error, ValueError)
+    assert isinstance(make(b"-1").body_error, ValueError)
