@@ -13,6 +13,7 @@ from typing import Final
 from ._errors import RemoteProtocolError
 from .constants import (
     FCGI_END_REQUEST,
+    FCGI_STDERR,
     FCGI_STDOUT,
     FCGI_UNKNOWN_TYPE,
     MAX_SEND_CONTENT_LENGTH,
@@ -25,9 +26,9 @@ HEADER: Final = struct.Struct("!BBHHBx")
 # role, flags, reserved
 BEGIN_REQUEST_BODY: Final = struct.Struct("!HB5x")
 # Whole records we send often, packed in one call each.
-END_REQUEST_RECORD: Final = struct.Struct("!BBHHBx" "LB3x")
-STDOUT_EOF_AND_END_REQUEST: Final = struct.Struct("!BBHHBx" "BBHHBx" "LB3x")
-UNKNOWN_TYPE_RECORD: Final = struct.Struct("!BBHHBx" "B7x")
+END_REQUEST_RECORD: Final = struct.Struct("!BBHHBxLB3x")
+STDOUT_EOF_AND_END_REQUEST: Final = struct.Struct("!BBHHBxBBHHBxLB3x")
+UNKNOWN_TYPE_RECORD: Final = struct.Struct("!BBHHBxB7x")
 _LENGTH4: Final = struct.Struct("!L")
 _LENGTHS_11: Final = struct.Struct("!BB")
 _LENGTHS_14: Final = struct.Struct("!BL")
@@ -64,22 +65,34 @@ def encode_stream(record_type: int, request_id: int, data: bytes) -> bytes:
 
 
 def encode_end_request(
-    request_id: int, app_status: int, protocol_status: int, *, close_stdout: bool
+    request_id: int,
+    app_status: int,
+    protocol_status: int,
+    *,
+    close_stdout: bool,
+    close_stderr: bool,
 ) -> bytes:
-    """END_REQUEST, preceded by the empty STDOUT record if ``close_stdout``."""
-    if close_stdout:
+    """END_REQUEST, preceded by the empty STDOUT and STDERR records asked for."""
+    if close_stdout and not close_stderr:  # the usual case: one pack
         return STDOUT_EOF_AND_END_REQUEST.pack(
             VERSION_1, FCGI_STDOUT, request_id, 0, 0,
             VERSION_1, FCGI_END_REQUEST, request_id, 8, 0,
             app_status, protocol_status,
         )  # fmt: skip
-    return END_REQUEST_RECORD.pack(
+    end = END_REQUEST_RECORD.pack(
         VERSION_1, FCGI_END_REQUEST, request_id, 8, 0, app_status, protocol_status
     )
+    if close_stderr:
+        end = HEADER.pack(VERSION_1, FCGI_STDERR, request_id, 0, 0) + end
+    if close_stdout:
+        end = HEADER.pack(VERSION_1, FCGI_STDOUT, request_id, 0, 0) + end
+    return end
 
 
 def encode_unknown_type(record_type: int) -> bytes:
-    return UNKNOWN_TYPE_RECORD.pack(VERSION_1, FCGI_UNKNOWN_TYPE, NULL_REQUEST_ID, 8, 0, record_type)
+    return UNKNOWN_TYPE_RECORD.pack(
+        VERSION_1, FCGI_UNKNOWN_TYPE, NULL_REQUEST_ID, 8, 0, record_type
+    )
 
 
 def encode_pairs(pairs: Iterable[tuple[bytes, bytes]]) -> bytes:
@@ -99,9 +112,7 @@ def encode_pairs(pairs: Iterable[tuple[bytes, bytes]]) -> bytes:
             parts.append(_LENGTHS_41.pack(name_length | _LONG_LENGTH_FLAG, value_length))
         else:
             parts.append(
-                _LENGTHS_44.pack(
-                    name_length | _LONG_LENGTH_FLAG, value_length | _LONG_LENGTH_FLAG
-                )
+                _LENGTHS_44.pack(name_length | _LONG_LENGTH_FLAG, value_length | _LONG_LENGTH_FLAG)
             )
         parts.append(name)
         parts.append(value)
@@ -116,7 +127,16 @@ class PairDecoder:
     more than ``max_bytes`` (+ 8 bytes of lengths) per stream.
     """
 
-    __slots__ = ("_budget", "_count", "_max_bytes", "_max_count", "_need", "_tail", "pairs", "request_id")
+    __slots__ = (
+        "_budget",
+        "_count",
+        "_max_bytes",
+        "_max_count",
+        "_need",
+        "_tail",
+        "pairs",
+        "request_id",
+    )
 
     def __init__(self, request_id: int, max_bytes: int, max_count: int) -> None:
         self.request_id = request_id

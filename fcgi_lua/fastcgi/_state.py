@@ -57,11 +57,21 @@ RECORD_ROUTES: Final[dict[int, Route]] = {
 }
 
 
-class InputState(enum.Enum):
-    PARAMS = "while the PARAMS stream is open"
-    STDIN = "while the STDIN stream is open"
-    DONE = "after the STDIN stream ended"
-    ABORTED = "after ABORT_REQUEST"
+# IntEnum, not Enum: states are hashed in every table lookup (once per
+# record), and IntEnum hashes in C while Enum.__hash__ is Python code.
+class InputState(enum.IntEnum):
+    PARAMS = 1
+    STDIN = 2
+    DONE = 3
+    ABORTED = 4
+
+
+INPUT_STATE_WORDS: Final[dict[InputState, str]] = {
+    InputState.PARAMS: "while the PARAMS stream is open",
+    InputState.STDIN: "while the STDIN stream is open",
+    InputState.DONE: "after the STDIN stream ended",
+    InputState.ABORTED: "after ABORT_REQUEST",
+}
 
 
 class InputAction(enum.Enum):
@@ -113,10 +123,10 @@ INPUT_ERRORS: Final[dict[tuple[InputState, int], str]] = {
 }
 
 
-class OutputState(enum.Enum):
-    UNUSED = "not written yet"
-    OPEN = "open"
-    CLOSED = "closed"
+class OutputState(enum.IntEnum):
+    UNUSED = 1  # not written yet
+    OPEN = 2
+    CLOSED = 3
 
 
 OUTPUT_TRANSITIONS: Final[dict[tuple[OutputState, bool], OutputState]] = {

@@ -48,7 +48,11 @@ RESPONDER: Final = 1
 AUTHORIZER: Final = 2
 FILTER: Final = 3
 
-ROLE_NAMES: Final[dict[int, str]] = {RESPONDER: "RESPONDER", AUTHORIZER: "AUTHORIZER", FILTER: "FILTER"}
+ROLE_NAMES: Final[dict[int, str]] = {
+    RESPONDER: "RESPONDER",
+    AUTHORIZER: "AUTHORIZER",
+    FILTER: "FILTER",
+}
 
 # END_REQUEST protocol statuses.
 REQUEST_COMPLETE: Final = 0
