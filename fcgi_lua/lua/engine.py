@@ -1,0 +1,367 @@
+"""The Lua engine of one worker: its VM, its code cache, and the loop that
+runs a request's coroutine to completion.
+
+The engine owns the Lua side of a request and nothing else: it never reads
+FastCGI records nor resolves script paths (the server did both).  All of the
+ngx API lives in ``ngx.lua``; Python is crossed once per resume, to perform
+the I/O a coroutine yielded (sleep, write, body read), and for hashing and
+logging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import importlib
+import logging
+import os
+import re
+import time
+import zlib
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Literal, Protocol
+
+from fcgi_lua.http import error_page, header_block, reason_phrase
+from fcgi_lua.lua.runtimes import DEFAULT_RUNTIME, new_runtime
+
+log = logging.getLogger("fcgi_lua.lua")
+
+Recompile = Literal["mtime", "always", "never"]
+
+# nginx's built-in default_type (Debian's stock nginx.conf says
+# application/octet-stream instead); what a script gets when it sets none.
+DEFAULT_CONTENT_TYPE = b"text/plain"
+
+# ngx.STDERR .. ngx.DEBUG -> Python logging levels.
+_LOG_LEVELS = (
+    logging.CRITICAL,  # STDERR
+    logging.CRITICAL,  # EMERG
+    logging.CRITICAL,  # ALERT
+    logging.CRITICAL,  # CRIT
+    logging.ERROR,  # ERR
+    logging.WARNING,  # WARN
+    logging.INFO,  # NOTICE
+    logging.INFO,  # INFO
+    logging.DEBUG,  # DEBUG
+)
+_LOG_NAMES = b"stderr emerg alert crit error warn notice info debug".split()
+
+_BASE64 = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
+
+
+class LuaRequest(Protocol):
+    """What the engine needs of a request (the server's Request fits)."""
+
+    @property
+    def script_path(self) -> str: ...
+
+    @property
+    def params(self) -> Sequence[tuple[bytes, bytes]]: ...
+
+    async def read_body(self) -> bytes: ...
+
+
+class OutputSink(Protocol):
+    """Where a request's CGI response goes (STDOUT and STDERR records)."""
+
+    async def write(self, data: bytes) -> None: ...
+
+    def stderr(self, data: bytes) -> None: ...
+
+
+class LuaCompileError(Exception):
+    """A script could not be loaded: a syntax error, or an unreadable file."""
+
+
+@dataclass(slots=True)
+class _CachedChunk:
+    mtime_ns: int
+    size: int
+    factory: Any
+
+
+class CodeCache:
+    """Compiled scripts of one VM, by path.
+
+    ``mtime``: recompile when the file's mtime or size changes (one stat per
+    request); ``always``: compile on every request (lua_code_cache off);
+    ``never``: compile once and never look at the file again.
+    """
+
+    def __init__(self, compile_chunk: Callable[[bytes, bytes], Any], recompile: Recompile) -> None:
+        if recompile not in ("mtime", "always", "never"):
+            raise ValueError(f"recompile must be mtime, always or never, not {recompile!r}")
+        self._compile_chunk = compile_chunk
+        self._recompile = recompile
+        self._chunks: dict[str, _CachedChunk] = {}
+        self.compilations = 0
+
+    def get(self, path: str) -> Any:
+        chunk = self._chunks.get(path)
+        if chunk is not None and self._recompile == "never":
+            return chunk.factory
+        try:
+            st = os.stat(path)
+            if (
+                chunk is not None
+                and self._recompile == "mtime"
+                and chunk.mtime_ns == st.st_mtime_ns
+                and chunk.size == st.st_size
+            ):
+                return chunk.factory
+            with open(path, "rb") as f:
+                source = f.read()
+        except OSError as exc:
+            raise LuaCompileError(f"cannot open {path}: {exc.strerror}") from exc
+        result = self._compile_chunk(source, b"@" + os.fsencode(path))
+        factory, err = result if isinstance(result, tuple) else (result, None)
+        self.compilations += 1
+        if factory is None:
+            message = err.decode("utf-8", "replace") if isinstance(err, bytes) else str(err)
+            raise LuaCompileError(message)
+        if self._recompile != "always":
+            self._chunks[path] = _CachedChunk(st.st_mtime_ns, st.st_size, factory)
+        return factory
+
+
+def _md5(s: bytes) -> bytes:
+    return hashlib.md5(s).hexdigest().encode()
+
+
+def _md5_bin(s: bytes) -> bytes:
+    return hashlib.md5(s).digest()
+
+
+def _sha1_bin(s: bytes) -> bytes:
+    return hashlib.sha1(s).digest()
+
+
+def _crc32(s: bytes) -> int:
+    return zlib.crc32(s)
+
+
+def _encode_base64(s: bytes, no_padding: bool) -> bytes:
+    encoded = base64.b64encode(s)
+    return encoded.rstrip(b"=") if no_padding else encoded
+
+
+def _decode_base64(s: bytes) -> bytes | None:
+    # nginx's ngx_decode_base64: padding optional, anything else invalid.
+    if not _BASE64.fullmatch(s):
+        return None
+    s = s.rstrip(b"=")
+    if len(s) % 4 == 1:
+        return None
+    try:
+        return base64.b64decode(s + b"=" * (-len(s) % 4))
+    except binascii.Error:
+        return None
+
+
+def _expand_short_src(message: str, path: str) -> str:
+    """Undo Lua's shortening of long chunk names ("...tail/of/path.lua")."""
+    if "..." not in message:
+        return message
+    for n in range(len(path) - 1, 8, -1):
+        short = "..." + path[-n:]
+        if short in message:
+            return message.replace(short, path)
+    return message
+
+
+def _is_head(params: Sequence[tuple[bytes, bytes]]) -> bool:
+    for name, value in params:
+        if name == b"REQUEST_METHOD":
+            return value == b"HEAD"
+    return False
+
+
+_Command = Callable[[LuaRequest, OutputSink, Any], Awaitable[Any]]
+
+
+async def _do_sleep(request: LuaRequest, sink: OutputSink, seconds: Any) -> Any:
+    await asyncio.sleep(seconds)
+    return None
+
+
+async def _do_write(request: LuaRequest, sink: OutputSink, data: Any) -> Any:
+    await sink.write(data)
+    return 1
+
+
+async def _do_read_body(request: LuaRequest, sink: OutputSink, arg: Any) -> Any:
+    return await request.read_body()
+
+
+# What a coroutine may yield, and how Python performs it.  Later issues
+# add socket operations here.
+COMMANDS: dict[bytes, _Command] = {
+    b"sleep": _do_sleep,
+    b"write": _do_write,
+    b"read_body": _do_read_body,
+}
+
+
+class LuaEngine:
+    """One Lua VM (create it in the worker, after the fork) running requests.
+
+    ``await engine.run(request, sink)`` runs one request to completion and
+    may be awaited by many tasks at once: each request is a coroutine of
+    the same VM, with its own global table.
+    """
+
+    def __init__(
+        self,
+        runtime: str = DEFAULT_RUNTIME,
+        recompile: Recompile = "mtime",
+        debug: bool = False,
+        log_to_stderr: bool = False,
+        *,
+        default_type: bytes = DEFAULT_CONTENT_TYPE,
+        worker_id: int = 0,
+        worker_count: int = 1,
+    ) -> None:
+        self.runtime_name = runtime
+        self.debug = debug
+        self.log_to_stderr = log_to_stderr
+        self._lua = new_runtime(runtime)
+        self._lua_error = _lua_error(self._lua)
+        self._sink: OutputSink | None = None
+        lua = self._lua
+        helpers = lua.table_from(
+            {
+                b"log": self._log,
+                b"error_page": error_page,
+                b"update_time": time.time,
+                b"md5": _md5,
+                b"md5_bin": _md5_bin,
+                b"sha1_bin": _sha1_bin,
+                b"crc32": _crc32,
+                b"encode_base64": _encode_base64,
+                b"decode_base64": _decode_base64,
+                b"reasons": lua.table_from(
+                    {code: reason_phrase(code).encode("ascii") for code in range(100, 1000)}
+                ),
+                b"default_type": default_type,
+                b"null": _Null(),
+                b"debug": debug,
+                b"pid": os.getpid(),
+                b"worker_id": worker_id,
+                b"worker_count": worker_count,
+            }
+        )
+        source = resources.files("fcgi_lua.lua").joinpath("ngx.lua").read_bytes()
+        loader = lua.eval(b"loadstring or load")
+        prelude, err = loader(source, b"@ngx.lua"), None
+        if isinstance(prelude, tuple):
+            prelude, err = prelude
+        if prelude is None:
+            raise RuntimeError(f"cannot load ngx.lua: {err!r}")
+        driver = prelude(helpers)
+        self._start = driver[b"start"]
+        self._drive = driver[b"drive"]
+        self._abort = driver[b"abort"]
+        self.cache = CodeCache(driver[b"compile"], recompile)
+
+    # -- helpers called from Lua ---------------------------------------------
+
+    def _log(self, level: int, message: bytes) -> None:
+        level = int(level)
+        text = message.decode("utf-8", "replace")
+        log.log(_LOG_LEVELS[level], "%s", text)
+        if self.log_to_stderr and self._sink is not None:
+            self._sink.stderr(b"[" + _LOG_NAMES[level] + b"] " + message + b"\n")
+
+    # -- running a request ---------------------------------------------------
+
+    async def run(self, request: LuaRequest, sink: OutputSink) -> None:
+        """Run ``request`` to completion, writing its CGI response to ``sink``."""
+        try:
+            factory = self.cache.get(request.script_path)
+        except LuaCompileError as exc:
+            self._sink = sink
+            await self._fail(request, sink, str(exc), emitted=False)
+            return
+        flat = [item for pair in request.params for item in pair]
+        lua_error = self._lua_error
+        self._sink = sink
+        try:
+            r, cmd, arg, extra = self._start(factory, self._lua.table_from(flat), time.time())
+        except lua_error as exc:
+            await self._fail(request, sink, f"{request.script_path}: {exc}", emitted=False)
+            return
+        commands = COMMANDS
+        try:
+            while True:
+                handler = commands.get(cmd)
+                if handler is None:
+                    break
+                value = await handler(request, sink, arg)
+                self._sink = sink
+                cmd, arg, extra = self._drive(r, time.time(), value)
+        except asyncio.CancelledError:
+            self._abort(r)
+            raise
+        except lua_error as exc:
+            # a failure in the driver itself (e.g. a bad header value
+            # caught while building the header block)
+            self._abort(r)
+            await self._fail(request, sink, f"{request.script_path}: {exc}", emitted=False)
+            return
+        except BaseException:
+            self._abort(r)
+            raise
+        if cmd == b"done":
+            if arg:
+                await sink.write(arg)
+        elif cmd == b"error":
+            await self._fail(
+                request, sink, arg.decode("utf-8", "replace"), emitted=extra is not None
+            )
+        else:
+            self._abort(r)
+            await self._fail(request, sink, f"unknown command {cmd!r} yielded", emitted=False)
+
+    async def _fail(
+        self, request: LuaRequest, sink: OutputSink, message: str, *, emitted: bool
+    ) -> None:
+        message = _expand_short_src(message, request.script_path)
+        text = "lua entry thread aborted: runtime error: " + message
+        log.error("%s", text)
+        if self.log_to_stderr:
+            sink.stderr(b"[error] " + text.encode("utf-8", "replace") + b"\n")
+        if emitted:
+            return  # headers are out: all we can do is end the response
+        head = _is_head(request.params)
+        if self.debug:
+            body = (message + "\n").encode("utf-8", "replace")
+            block = header_block(
+                500,
+                [(b"Content-Type", b"text/plain"), (b"Content-Length", str(len(body)).encode())],
+            )
+        else:
+            body = error_page(500)
+            block = header_block(
+                500,
+                [(b"Content-Type", b"text/html"), (b"Content-Length", str(len(body)).encode())],
+            )
+        await sink.write(block if head else block + body)
+
+
+class _Null:
+    """ngx.null: a unique userdata (lupa cannot make a NULL lightuserdata)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "userdata: NULL"
+
+
+def _lua_error(runtime: Any) -> type[BaseException]:
+    module = importlib.import_module(type(runtime).__module__)
+    error: type[BaseException] = module.LuaError
+    return error

@@ -1,0 +1,1592 @@
+-- The ngx.* API of fcgi-lua, and the driver that runs one request.
+--
+-- Loaded once per VM by fcgi_lua/lua/engine.py, which passes the table of
+-- Python helpers (I/O-free: hashing, logging, error pages) and gets back
+-- the driver table { compile, start, drive, abort }.
+--
+-- One coroutine per request.  The coroutine yields only for I/O, always as
+-- `IO, command, argument`; the driver hands (command, argument) to Python,
+-- which awaits the operation and resumes with the result.  The API finds
+-- its request through `cur`, set by the driver before every resume (one
+-- worker is one thread, so this is exact, also inside user coroutines).
+--
+-- Semantics follow lua-nginx-module 0.10.23 (content phase), checked
+-- against OpenResty; deliberate differences are listed in docs/lua-api.md.
+
+local helpers = ...
+
+local type = type
+local tostring = tostring
+local tonumber = tonumber
+local pairs = pairs
+local ipairs = ipairs
+local next = next
+local select = select
+local error = error
+local rawget = rawget
+local rawset = rawset
+local setmetatable = setmetatable
+local getmetatable = getmetatable
+local concat = table.concat
+local sort = table.sort
+local byte = string.byte
+local char = string.char
+local sub = string.sub
+local gsub = string.gsub
+local find = string.find
+local lower = string.lower
+local upper = string.upper
+local format = string.format
+local match = string.match
+local gmatch = string.gmatch
+local floor = math.floor
+local huge = math.huge
+local os_date = os.date
+local co_create = coroutine.create
+local co_resume = coroutine.resume
+local co_yield = coroutine.yield
+local co_status = coroutine.status
+local traceback = debug.traceback
+local getinfo = debug.getinfo
+local setfenv = setfenv -- nil on Lua 5.2+
+local loadstring = loadstring or load
+local unpack = unpack or table.unpack
+
+local py_log = helpers.log
+local py_error_page = helpers.error_page
+local py_update_time = helpers.update_time
+local reasons = helpers.reasons
+local DEFAULT_TYPE = helpers.default_type
+local NULL = helpers.null
+
+-- Every yield meant for the driver starts with this marker, so that a
+-- user coroutine's own yields are told apart from I/O.
+local IO = {}
+
+local cur -- the request running now
+local now_cache = 0 -- seconds, float; set by the driver on every resume
+
+local ngx = {}
+_G.ngx = ngx
+
+local function no_request()
+    error("no request found", 3)
+end
+
+---------------------------------------------------------------- constants
+
+ngx.OK = 0
+ngx.ERROR = -1
+ngx.AGAIN = -2
+ngx.DONE = -4
+ngx.DECLINED = -5
+
+ngx.STDERR = 0
+ngx.EMERG = 1
+ngx.ALERT = 2
+ngx.CRIT = 3
+ngx.ERR = 4
+ngx.WARN = 5
+ngx.NOTICE = 6
+ngx.INFO = 7
+ngx.DEBUG = 8
+
+ngx.HTTP_GET = 2
+ngx.HTTP_HEAD = 4
+ngx.HTTP_POST = 8
+ngx.HTTP_PUT = 16
+ngx.HTTP_DELETE = 32
+ngx.HTTP_MKCOL = 64
+ngx.HTTP_COPY = 128
+ngx.HTTP_MOVE = 256
+ngx.HTTP_OPTIONS = 512
+ngx.HTTP_PROPFIND = 1024
+ngx.HTTP_PROPPATCH = 2048
+ngx.HTTP_LOCK = 4096
+ngx.HTTP_UNLOCK = 8192
+ngx.HTTP_PATCH = 16384
+ngx.HTTP_TRACE = 32768
+
+ngx.HTTP_CONTINUE = 100
+ngx.HTTP_SWITCHING_PROTOCOLS = 101
+ngx.HTTP_OK = 200
+ngx.HTTP_CREATED = 201
+ngx.HTTP_ACCEPTED = 202
+ngx.HTTP_NO_CONTENT = 204
+ngx.HTTP_PARTIAL_CONTENT = 206
+ngx.HTTP_SPECIAL_RESPONSE = 300
+ngx.HTTP_MOVED_PERMANENTLY = 301
+ngx.HTTP_MOVED_TEMPORARILY = 302
+ngx.HTTP_SEE_OTHER = 303
+ngx.HTTP_NOT_MODIFIED = 304
+ngx.HTTP_TEMPORARY_REDIRECT = 307
+ngx.HTTP_PERMANENT_REDIRECT = 308
+ngx.HTTP_BAD_REQUEST = 400
+ngx.HTTP_UNAUTHORIZED = 401
+ngx.HTTP_PAYMENT_REQUIRED = 402
+ngx.HTTP_FORBIDDEN = 403
+ngx.HTTP_NOT_FOUND = 404
+ngx.HTTP_NOT_ALLOWED = 405
+ngx.HTTP_NOT_ACCEPTABLE = 406
+ngx.HTTP_REQUEST_TIMEOUT = 408
+ngx.HTTP_CONFLICT = 409
+ngx.HTTP_GONE = 410
+ngx.HTTP_UPGRADE_REQUIRED = 426
+ngx.HTTP_TOO_MANY_REQUESTS = 429
+ngx.HTTP_CLOSE = 444
+ngx.HTTP_ILLEGAL = 451
+ngx.HTTP_INTERNAL_SERVER_ERROR = 500
+ngx.HTTP_METHOD_NOT_IMPLEMENTED = 501
+ngx.HTTP_NOT_IMPLEMENTED = 501
+ngx.HTTP_BAD_GATEWAY = 502
+ngx.HTTP_SERVICE_UNAVAILABLE = 503
+ngx.HTTP_GATEWAY_TIMEOUT = 504
+ngx.HTTP_VERSION_NOT_SUPPORTED = 505
+ngx.HTTP_INSUFFICIENT_STORAGE = 507
+
+-- There is no light userdata NULL to be had through lupa: ngx.null is a
+-- unique userdata (type "userdata", tostring "userdata: NULL").
+ngx.null = NULL
+
+ngx.is_subrequest = false
+
+ngx.config = {
+    subsystem = "http",
+    ngx_lua_version = 10023, -- the lua-nginx-module API level mirrored
+    nginx_version = 1022001,
+    debug = helpers.debug,
+    is_console = false,
+    prefix = function() return "" end,
+    nginx_configure = function() return "" end,
+}
+
+local worker_pid = helpers.pid
+local worker_id = helpers.worker_id
+local worker_count = helpers.worker_count
+ngx.worker = {
+    pid = function() return worker_pid end,
+    id = function() return worker_id end,
+    count = function() return worker_count end,
+    exiting = function() return false end,
+}
+
+---------------------------------------------------------------- logging
+
+local log_level_names = {
+    [0] = "stderr", "emerg", "alert", "crit", "error", "warn", "notice", "info", "debug",
+}
+
+-- What nginx writes for a log call: "[lua] file.lua:12: fn(): message".
+local function log_prefix(level)
+    local info = getinfo(level, "Sln")
+    if not info then
+        return "[lua] "
+    end
+    local src = match(info.short_src, "([^/]*)$") or info.short_src
+    if info.namewhat ~= "" and info.what == "Lua" then
+        return format("[lua] %s:%d: %s(): ", src, info.currentline, info.name or "?")
+    end
+    return format("[lua] %s:%d: ", src, info.currentline)
+end
+
+local function log_error(msg)
+    py_log(4, msg)
+end
+
+local function num2str(n)
+    -- lua-nginx-module's ngx_http_lua_write_num: int32 values as
+    -- integers, everything else "%.14g" (the LuaJIT way on every runtime).
+    if n == floor(n) and n >= -2147483648 and n <= 2147483647 then
+        return format("%d", n)
+    end
+    return format("%.14g", n)
+end
+
+function ngx.log(level, ...)
+    local lv = tonumber(level)
+    if type(level) ~= "number" and lv == nil then
+        error("bad argument #1 to 'log' (number expected, got " .. type(level) .. ")", 2)
+    end
+    if lv < 0 or lv > 8 or lv ~= floor(lv) then
+        error("bad argument #1 to 'log' (bad log level: " .. tostring(level) .. ")", 2)
+    end
+    local n = select("#", ...)
+    local parts = { log_prefix(3) }
+    for i = 1, n do
+        local v = select(i, ...)
+        local t = type(v)
+        if t == "string" then
+            parts[#parts + 1] = v
+        elseif t == "number" then
+            parts[#parts + 1] = num2str(v)
+        elseif t == "nil" then
+            parts[#parts + 1] = "nil"
+        elseif t == "boolean" then
+            parts[#parts + 1] = v and "true" or "false"
+        elseif v == NULL then
+            parts[#parts + 1] = "null"
+        elseif t == "table" then
+            local mt = getmetatable(v)
+            if not (mt and mt.__tostring) then
+                error("bad argument #" .. (i + 1)
+                      .. " to 'log' (expected table to have __tostring metamethod)", 2)
+            end
+            parts[#parts + 1] = tostring(v)
+        else
+            error("bad argument #" .. (i + 1)
+                  .. " to 'log' (string, number, boolean, or nil expected, got " .. t .. ")", 2)
+        end
+    end
+    py_log(lv, concat(parts))
+end
+
+---------------------------------------------------------------- time
+
+local WEEKDAYS = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" }
+local MONTHS = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                 "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" }
+local MONTH_NUM = {}
+for i, m in ipairs(MONTHS) do
+    MONTH_NUM[m] = i
+end
+
+function ngx.now()
+    return floor(now_cache * 1000) / 1000
+end
+
+function ngx.time()
+    return floor(now_cache)
+end
+
+function ngx.update_time()
+    now_cache = py_update_time()
+end
+
+function ngx.today()
+    return os_date("%Y-%m-%d", floor(now_cache))
+end
+
+function ngx.localtime()
+    return os_date("%Y-%m-%d %H:%M:%S", floor(now_cache))
+end
+
+function ngx.utctime()
+    return os_date("!%Y-%m-%d %H:%M:%S", floor(now_cache))
+end
+
+local function check_time(sec, fname)
+    local n = tonumber(sec)
+    if n == nil then
+        error("bad argument #1 to '" .. fname .. "' (number expected, got "
+              .. type(sec) .. ")", 3)
+    end
+    return floor(n)
+end
+
+function ngx.http_time(sec)
+    local t = os_date("!*t", check_time(sec, "http_time"))
+    return format("%s, %02d %s %d %02d:%02d:%02d GMT", WEEKDAYS[t.wday], t.day,
+                  MONTHS[t.month], t.year, t.hour, t.min, t.sec)
+end
+
+function ngx.cookie_time(sec)
+    local t = os_date("!*t", check_time(sec, "cookie_time"))
+    -- nginx: Netscape 3 wants 2-digit years, but only up to 2037.
+    local year = t.year
+    if year <= 2037 then
+        year = format("%02d", year % 100)
+    end
+    return format("%s, %02d-%s-%s %02d:%02d:%02d GMT", WEEKDAYS[t.wday], t.day,
+                  MONTHS[t.month], year, t.hour, t.min, t.sec)
+end
+
+-- Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant).
+local function days_from_civil(y, m, d)
+    if m <= 2 then
+        y = y - 1
+    end
+    local era = floor(y / 400)
+    local yoe = y - era * 400
+    local mp = (m + 9) % 12
+    local doy = floor((153 * mp + 2) / 5) + d - 1
+    local doe = yoe * 365 + floor(yoe / 4) - floor(yoe / 100) + doy
+    return era * 146097 + doe - 719468
+end
+
+function ngx.parse_http_time(str)
+    if type(str) ~= "string" then
+        error("bad argument #1 to 'parse_http_time' (string expected, got "
+              .. type(str) .. ")", 2)
+    end
+    local d, mon, y, h, mi, s
+    -- RFC 1123: "Thu, 18 Nov 2010 11:27:35 GMT"
+    d, mon, y, h, mi, s = match(str, "^%a+, (%d%d?) (%a%a%a) (%d%d%d%d) (%d%d):(%d%d):(%d%d)")
+    if not d then
+        -- RFC 850: "Thursday, 18-Nov-10 11:27:35 GMT"
+        d, mon, y, h, mi, s = match(str, "^%a+, (%d%d?)%-(%a%a%a)%-(%d%d) (%d%d):(%d%d):(%d%d)")
+        if y then
+            y = tonumber(y)
+            y = y + (y < 70 and 2000 or 1900)
+        end
+    end
+    if not d then
+        -- asctime: "Thu Nov 18 11:27:35 2010"
+        mon, d, h, mi, s, y = match(str, "^%a+ (%a%a%a) +(%d%d?) (%d%d):(%d%d):(%d%d) (%d%d%d%d)")
+    end
+    if not d then
+        return nil
+    end
+    local m = MONTH_NUM[mon]
+    d, y, h, mi, s = tonumber(d), tonumber(y), tonumber(h), tonumber(mi), tonumber(s)
+    if not m or d < 1 or d > 31 or h > 23 or mi > 59 or s > 59 then
+        return nil
+    end
+    return ((days_from_civil(y, m, d) * 24 + h) * 60 + mi) * 60 + s
+end
+
+---------------------------------------------------------------- strings
+
+local function str_arg(s)
+    if type(s) == "string" then
+        return s
+    end
+    if s == nil then
+        return ""
+    end
+    return tostring(s)
+end
+
+local py_md5 = helpers.md5
+local py_md5_bin = helpers.md5_bin
+local py_sha1_bin = helpers.sha1_bin
+local py_crc32 = helpers.crc32
+local py_encode_base64 = helpers.encode_base64
+local py_decode_base64 = helpers.decode_base64
+
+function ngx.md5(s) return py_md5(str_arg(s)) end
+function ngx.md5_bin(s) return py_md5_bin(str_arg(s)) end
+function ngx.sha1_bin(s) return py_sha1_bin(str_arg(s)) end
+function ngx.crc32_short(s) return py_crc32(str_arg(s)) end
+function ngx.crc32_long(s) return py_crc32(str_arg(s)) end
+
+function ngx.encode_base64(s, no_padding)
+    if no_padding ~= nil and type(no_padding) ~= "boolean" then
+        error("bad no_padding: boolean expected, got " .. type(no_padding), 2)
+    end
+    return py_encode_base64(str_arg(s), no_padding == true)
+end
+
+function ngx.decode_base64(s)
+    if type(s) ~= "string" then
+        error("string argument only", 2)
+    end
+    return py_decode_base64(s)
+end
+
+-- Bytes each nginx escape type leaves alone (measured on OpenResty by
+-- escaping all 256 bytes); type 2, the default, is the URI component.
+local ESCAPE_KEEP = {
+    [0] = "!\"$&'()*+,-./0123456789:;<=>@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~",
+    [1] = "!\"$&'()*,-./0123456789:;<=>@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~",
+    [2] = "!'()*-.0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz~",
+    [3] = "!$&()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~",
+    [4] = "!#$%&()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~",
+}
+local ESCAPE_MAPS = {}
+for t = 0, 6 do
+    local keep = {}
+    if t <= 4 then
+        for i = 1, #ESCAPE_KEEP[t] do
+            keep[byte(ESCAPE_KEEP[t], i)] = true
+        end
+    else
+        -- types 5 and 6 (mail auth, memcached): only controls, space, "%"
+        for i = 33, 255 do
+            keep[i] = i ~= 37
+        end
+    end
+    local map = {}
+    for i = 0, 255 do
+        if not keep[i] then
+            map[char(i)] = format("%%%02X", i)
+        end
+    end
+    ESCAPE_MAPS[t] = map
+end
+local URI_COMPONENT_MAP = ESCAPE_MAPS[2]
+
+function ngx.escape_uri(s, esc_type)
+    s = str_arg(s)
+    if esc_type == nil then
+        return (gsub(s, "[^0-9A-Za-z!'()*%-%._~]", URI_COMPONENT_MAP))
+    end
+    local t = tonumber(esc_type)
+    if t == nil then
+        error("bad argument #2 to 'escape_uri' (number expected, got "
+              .. type(esc_type) .. ")", 2)
+    end
+    local map = ESCAPE_MAPS[t]
+    if not map then
+        error('"type" ' .. tostring(esc_type) .. " out of range", 2)
+    end
+    return (gsub(s, ".", map))
+end
+
+local function hex_char(h)
+    return char(tonumber(h, 16))
+end
+
+local function unescape(s)
+    if find(s, "[%%+]") then
+        s = gsub(s, "+", " ")
+        s = gsub(s, "%%(%x%x)", hex_char)
+    end
+    return s
+end
+
+function ngx.unescape_uri(s)
+    return unescape(str_arg(s))
+end
+
+local function add_arg(args, k, v)
+    local old = args[k]
+    if old == nil then
+        args[k] = v
+    elseif type(old) == "table" then
+        old[#old + 1] = v
+    else
+        args[k] = { old, v }
+    end
+end
+
+-- Query strings and urlencoded bodies, the way ngx_http_lua_parse_args
+-- reads them: "&"-separated, "+" is a space, "k" alone is true, "k=" is
+-- "", empty keys are dropped, at most max (default 100, 0 = no limit).
+local function parse_args(s, max)
+    local args, n = {}, 0
+    for piece in gmatch(s, "[^&]+") do
+        local eq = find(piece, "=", 1, true)
+        local k, v
+        if eq then
+            k = unescape(sub(piece, 1, eq - 1))
+            v = unescape(sub(piece, eq + 1))
+        else
+            k = unescape(piece)
+            v = true
+        end
+        if k ~= "" then
+            if max > 0 and n >= max then
+                return args, "truncated"
+            end
+            n = n + 1
+            add_arg(args, k, v)
+        end
+    end
+    return args
+end
+
+local function check_max(max, fname, argn)
+    if max == nil then
+        return 100
+    end
+    local m = tonumber(max)
+    if m == nil then
+        error("bad argument #" .. argn .. " to '" .. fname .. "' (number expected, got "
+              .. type(max) .. ")", 3)
+    end
+    if m < 0 then
+        return 100
+    end
+    return m
+end
+
+function ngx.decode_args(str, max)
+    if type(str) ~= "string" then
+        error("bad argument #1 to 'decode_args' (string expected, got " .. type(str) .. ")", 2)
+    end
+    return parse_args(str, check_max(max, "decode_args", 2))
+end
+
+local escape_uri = ngx.escape_uri
+
+local function encode_value(k, v, parts)
+    local t = type(v)
+    if t == "string" then
+        parts[#parts + 1] = k .. "=" .. escape_uri(v)
+    elseif t == "number" then
+        parts[#parts + 1] = k .. "=" .. escape_uri(num2str(v))
+    elseif t == "boolean" then
+        if v then
+            parts[#parts + 1] = k
+        end
+    else
+        error("attempt to use " .. t .. " as query arg value", 3)
+    end
+end
+
+function ngx.encode_args(args)
+    if type(args) ~= "table" then
+        error("bad argument #1 to 'encode_args' (table expected, got " .. type(args) .. ")", 2)
+    end
+    local parts = {}
+    for k, v in pairs(args) do
+        if type(k) ~= "string" then
+            error('attempt to use a non-string key in the "args" option table', 2)
+        end
+        local ek = escape_uri(k)
+        if type(v) == "table" then
+            for _, item in ipairs(v) do
+                encode_value(ek, item, parts)
+            end
+        else
+            encode_value(ek, v, parts)
+        end
+    end
+    return concat(parts, "&")
+end
+
+---------------------------------------------------------------- output
+
+local NO_BODY_STATUS = { [204] = true, [304] = true }
+
+-- Response headers: r.hkeys lists normalised keys in first-set order;
+-- r.hvals[key] = { name = "As-Set", value, ... }.
+local function header_key(name)
+    return lower((gsub(name, "_", "-")))
+end
+
+local function reason(status)
+    return reasons[status] or "Unknown"
+end
+
+-- The CGI header block: "Status:" first (Monkey only honours it there),
+-- then Content-Type, then the script's headers in the order first set.
+local function header_block(r, status, content_length, streaming, error_type)
+    local lines = { "Status: ", format("%d", status), " ", reason(status), "\r\n" }
+    local hvals = r.hvals
+    local ct = hvals["content-type"]
+    if error_type then
+        lines[#lines + 1] = "Content-Type: " .. error_type .. "\r\n"
+    elseif ct then
+        lines[#lines + 1] = "Content-Type: " .. ct[#ct] .. "\r\n"
+    elseif not NO_BODY_STATUS[status] then
+        lines[#lines + 1] = "Content-Type: " .. DEFAULT_TYPE .. "\r\n"
+    end
+    local cl = hvals["content-length"]
+    if content_length and (error_type or not cl) then
+        lines[#lines + 1] = "Content-Length: " .. content_length .. "\r\n"
+    elseif cl and not error_type then
+        lines[#lines + 1] = "Content-Length: " .. cl[#cl] .. "\r\n"
+    end
+    local hkeys = r.hkeys
+    for i = 1, #hkeys do
+        local key = hkeys[i]
+        local h = hvals[key]
+        if h and key ~= "content-type" and key ~= "content-length" and h.pos == i then
+            local name = h.name
+            for j = 1, #h do
+                lines[#lines + 1] = name .. ": " .. h[j] .. "\r\n"
+            end
+        end
+    end
+    if streaming and not hvals["x-accel-buffering"] then
+        -- stock nginx buffers FastCGI responses; a script that flushes
+        -- means to stream.
+        lines[#lines + 1] = "X-Accel-Buffering: no\r\n"
+    end
+    lines[#lines + 1] = "\r\n"
+    return concat(lines)
+end
+
+local function commit_headers(r)
+    r.header_sent = true
+    if r.status == 0 then
+        r.status = 200
+    end
+end
+
+-- Everything printed so far, as wire bytes; the header block goes in
+-- front of the first such chunk.  final: nothing more will be printed,
+-- so a Content-Length can be given.
+local function take_output(r, final)
+    local body = ""
+    if r.nout > 0 then
+        body = concat(r.out, "", 1, r.nout)
+        r.out = {}
+        r.nout = 0
+    end
+    if r.emitted then
+        if r.head then
+            return ""
+        end
+        return body
+    end
+    commit_headers(r)
+    r.emitted = true
+    local status = r.status
+    local length
+    if final and not NO_BODY_STATUS[status] then
+        length = #body
+    end
+    local block = header_block(r, status, length, not final)
+    if r.head or NO_BODY_STATUS[status] then
+        return block
+    end
+    return block .. body
+end
+
+local function error_response(r, status)
+    -- nginx's special response: the script's headers stay, the body is
+    -- the default error page.
+    r.header_sent = true
+    r.emitted = true
+    r.status = status
+    if NO_BODY_STATUS[status] then
+        return header_block(r, status, nil, false)
+    end
+    local page = py_error_page(status)
+    local block = header_block(r, status, #page, false, "text/html")
+    if r.head then
+        return block
+    end
+    return block .. page
+end
+
+-- Appends v's bytes to buf; false and a reason when v cannot be printed.
+local function append_value(buf, v)
+    local t = type(v)
+    if t == "string" then
+        buf[#buf + 1] = v
+    elseif t == "number" then
+        buf[#buf + 1] = num2str(v)
+    elseif t == "nil" then
+        buf[#buf + 1] = "nil"
+    elseif t == "boolean" then
+        buf[#buf + 1] = v and "true" or "false"
+    elseif v == NULL then
+        buf[#buf + 1] = "null"
+    elseif t == "table" then
+        local n = #v
+        for k in pairs(v) do
+            if type(k) ~= "number" or k < 1 or k > n or k ~= floor(k) then
+                return false, "non-array table found"
+            end
+        end
+        for i = 1, n do
+            local ok, err = append_value(buf, v[i])
+            if not ok then
+                return false, err
+            end
+        end
+    else
+        return false, "string, number, boolean, nil, ngx.null, or array table expected, "
+                      .. "but got " .. t
+    end
+    return true
+end
+
+local function output(fname, newline, ...)
+    local r = cur
+    if not r then
+        no_request()
+    end
+    if r.eof then
+        return nil, "seen eof"
+    end
+    local n = select("#", ...)
+    local out = r.out
+    local nout = r.nout
+    if n == 1 and type(...) == "string" then
+        nout = nout + 1
+        out[nout] = ...
+    else
+        local buf = {}
+        for i = 1, n do
+            local ok, err = append_value(buf, (select(i, ...)))
+            if not ok then
+                -- level 2: ngx.say tail-calls output, its frame is gone
+                error("bad argument #" .. i .. " to '" .. fname .. "' (" .. err .. ")", 2)
+            end
+        end
+        for i = 1, #buf do
+            nout = nout + 1
+            out[nout] = buf[i]
+        end
+    end
+    if newline then
+        nout = nout + 1
+        out[nout] = "\n"
+    end
+    r.nout = nout
+    if not r.header_sent then
+        commit_headers(r)
+    end
+    return 1
+end
+
+function ngx.print(...)
+    return output("print", false, ...)
+end
+
+function ngx.say(...)
+    return output("say", true, ...)
+end
+
+function ngx.flush(wait)
+    local r = cur
+    if not r then
+        no_request()
+    end
+    if r.eof then
+        return nil, "seen eof"
+    end
+    local data = take_output(r, false)
+    if data ~= "" then
+        co_yield(IO, "write", data)
+    end
+    return 1
+end
+
+function ngx.eof()
+    local r = cur
+    if not r then
+        no_request()
+    end
+    if r.eof then
+        return nil, "seen eof"
+    end
+    local data = take_output(r, true)
+    r.eof = true
+    if data ~= "" then
+        co_yield(IO, "write", data)
+    end
+    return 1
+end
+
+function ngx.send_headers()
+    local r = cur
+    if not r then
+        no_request()
+    end
+    if r.header_sent then
+        return nil, "header already sent"
+    end
+    commit_headers(r)
+    return 1
+end
+
+function ngx.exit(rc)
+    local r = cur
+    if not r then
+        no_request()
+    end
+    local status = tonumber(rc)
+    if status == nil then
+        error("bad argument #1 to 'exit' (number expected, got " .. type(rc) .. ")", 2)
+    end
+    if status == -2 or status == -4 then
+        error("bad argument to 'ngx.exit': does not accept NGX_AGAIN or NGX_DONE", 2)
+    end
+    if r.header_sent and status >= 300 and status ~= 408 and status ~= 499
+            and status ~= 444 then
+        if status ~= r.status then
+            log_error(format("attempt to set status %d via ngx.exit after sending out the "
+                             .. "response status %d", status, r.status))
+        end
+        status = 200
+    end
+    co_yield(IO, "exit", status)
+    -- never resumed
+end
+
+local REDIRECT_OK = { [301] = true, [302] = true, [303] = true, [307] = true, [308] = true }
+
+function ngx.redirect(uri, status)
+    local r = cur
+    if not r then
+        no_request()
+    end
+    if type(uri) ~= "string" then
+        error("bad argument #1 to 'redirect' (string expected, got " .. type(uri) .. ")", 2)
+    end
+    status = status == nil and 302 or tonumber(status)
+    if not REDIRECT_OK[status] then
+        error("only ngx.HTTP_MOVED_TEMPORARILY, ngx.HTTP_MOVED_PERMANENTLY, "
+              .. "ngx.HTTP_PERMANENT_REDIRECT, ngx.HTTP_SEE_OTHER, and "
+              .. "ngx.HTTP_TEMPORARY_REDIRECT are allowed", 2)
+    end
+    if r.header_sent then
+        error("attempt to call ngx.redirect after sending out the headers", 2)
+    end
+    local bad = find(uri, "[%c]")
+    if bad then
+        error(format('unsafe byte "0x%02x" in redirect uri "%s"', byte(uri, bad),
+                     (gsub(uri, "%c", function(c) return format("\\x%02X", byte(c)) end))), 2)
+    end
+    local key = "location"
+    if not r.hvals[key] then
+        r.hkeys[#r.hkeys + 1] = key
+        r.hvals[key] = { name = "Location", pos = #r.hkeys }
+    end
+    local h = r.hvals[key]
+    for i = #h, 1, -1 do
+        h[i] = nil
+    end
+    h[1] = uri
+    co_yield(IO, "exit", status)
+end
+
+function ngx.sleep(sec)
+    if not cur then
+        no_request()
+    end
+    local s = tonumber(sec)
+    if s == nil then
+        error("bad argument #1 to 'sleep' (number expected, got " .. type(sec) .. ")", 2)
+    end
+    if s < 0 then
+        error('invalid sleep duration "' .. format("%d", floor(s * 1000)) .. '"', 2)
+    end
+    co_yield(IO, "sleep", s)
+end
+
+---------------------------------------------------------------- ngx.header
+
+local SINGLE_VALUE = {
+    ["content-type"] = true, ["content-length"] = true, ["location"] = true,
+    ["last-modified"] = true, ["etag"] = true,
+}
+local CANONICAL = { ["content-type"] = "Content-Type", ["content-length"] = "Content-Length" }
+
+local function header_text(s)
+    -- nginx escapes CR/LF in header names and values rather than failing.
+    if find(s, "[\r\n]") then
+        s = gsub(s, "[\r\n]", function(c) return format("%%%02X", byte(c)) end)
+    end
+    return s
+end
+
+local function header_value(v)
+    local t = type(v)
+    if t == "string" then
+        return header_text(v)
+    elseif t == "number" then
+        return num2str(v)
+    elseif t == "boolean" then
+        return v and "true" or "false"
+    end
+    error("invalid header value type: " .. t, 3)
+end
+
+local function set_header(r, name, value)
+    local key = header_key(name)
+    local values
+    if value ~= nil then
+        if type(value) == "table" then
+            values = {}
+            for i = 1, #value do
+                values[i] = header_value(value[i])
+            end
+            if #values == 0 then
+                values = nil
+            elseif SINGLE_VALUE[key] then
+                values = { values[#values] }
+            end
+        else
+            values = { header_value(value) }
+        end
+    end
+    local h = r.hvals[key]
+    if not values then
+        r.hvals[key] = nil
+        return
+    end
+    if h then
+        -- overwriting keeps the first name and position (as nginx does)
+        for i = #h, 1, -1 do
+            h[i] = nil
+        end
+    else
+        r.hkeys[#r.hkeys + 1] = key
+        h = { name = CANONICAL[key] or header_text((gsub(name, "_", "-"))), pos = #r.hkeys }
+        r.hvals[key] = h
+    end
+    for i = 1, #values do
+        h[i] = values[i]
+    end
+end
+
+local header_mt = {
+    __index = function(_, name)
+        local r = cur
+        if not r then
+            no_request()
+        end
+        if type(name) ~= "string" then
+            return nil
+        end
+        local h = r.hvals[header_key(name)]
+        if not h then
+            return nil
+        end
+        if #h == 1 then
+            return h[1]
+        end
+        return { unpack(h) }
+    end,
+    __newindex = function(_, name, value)
+        local r = cur
+        if not r then
+            no_request()
+        end
+        if r.header_sent then
+            log_error("attempt to set ngx.header.HEADER after sending out response headers")
+            return
+        end
+        if type(name) ~= "string" then
+            error("bad argument #2 to '__newindex' (string expected, got " .. type(name) .. ")",
+                  2)
+        end
+        set_header(r, name, value)
+    end,
+}
+local header_proxy = setmetatable({}, header_mt)
+
+ngx.resp = {}
+
+function ngx.resp.get_headers(max, raw)
+    local r = cur
+    if not r then
+        no_request()
+    end
+    max = check_max(max, "get_headers", 1)
+    local res, n = {}, 0
+    for i, key in ipairs(r.hkeys) do
+        local h = r.hvals[key]
+        if h and h.pos == i then
+            for j = 1, #h do
+                if max > 0 and n >= max then
+                    return res, "truncated"
+                end
+                n = n + 1
+                add_arg(res, raw and h.name or key, h[j])
+            end
+        end
+    end
+    return res
+end
+
+---------------------------------------------------------------- ngx.var
+
+local function request_vars(r)
+    local vars = r.vars
+    if vars then
+        return vars
+    end
+    vars = {}
+    local params = r.params
+    for i = 1, #params, 2 do
+        local k = lower(params[i])
+        if vars[k] == nil then
+            vars[k] = params[i + 1]
+        end
+    end
+    r.vars = vars
+    return vars
+end
+
+local function first_arg(args, name)
+    -- nginx's $arg_NAME: the raw (still escaped) value of the first match
+    for piece in gmatch(args, "[^&]+") do
+        local k, v = match(piece, "^([^=]*)=(.*)$")
+        if k and lower(k) == name then
+            return v
+        end
+    end
+    return nil
+end
+
+local function cookie_value(cookies, name)
+    for pair in gmatch(cookies, "[^;]+") do
+        local k, v = match(pair, "^%s*([^=]-)%s*=%s*(.-)%s*$")
+        if k == name then
+            return v
+        end
+    end
+    return nil
+end
+
+-- nginx variables that are not plain CGI params, computed from them.
+local DERIVED = {
+    uri = function(v) return v.document_uri or match(v.request_uri or "", "^[^?]*") end,
+    args = function(v) return v.query_string end,
+    is_args = function(v) return (v.query_string or "") ~= "" and "?" or "" end,
+    host = function(v)
+        local h = v.http_host
+        if h then
+            return lower(match(h, "^([^:]*)"))
+        end
+        return v.server_name
+    end,
+    scheme = function(v)
+        return v.request_scheme or (v.https == "on" and "https" or "http")
+    end,
+    request = function(v)
+        if v.request_method then
+            return v.request_method .. " " .. (v.request_uri or "") .. " "
+                   .. (v.server_protocol or "")
+        end
+    end,
+    request_filename = function(v) return v.script_filename end,
+    content_type = function(v) return v.content_type or v.http_content_type end,
+    content_length = function(v) return v.content_length or v.http_content_length end,
+}
+
+local NOT_CHANGEABLE = {
+    request_uri = true, request_method = true, remote_addr = true, remote_port = true,
+    server_addr = true, server_port = true, server_protocol = true, server_name = true,
+    document_uri = true, uri = true, host = true, scheme = true, request = true,
+    request_filename = true, https = true, is_args = true, query_string = false,
+}
+
+local function get_var(r, name)
+    local override = r.var_set
+    if override then
+        local v = override[name]
+        if v ~= nil then
+            return v or nil
+        end
+    end
+    local vars = request_vars(r)
+    local v = vars[name]
+    if v ~= nil then
+        return v
+    end
+    local derive = DERIVED[name]
+    if derive then
+        return derive(vars)
+    end
+    local prefix, rest = match(name, "^(%a+)_(.+)$")
+    if prefix == "arg" then
+        local args = get_var(r, "args")
+        return args and first_arg(args, rest)
+    elseif prefix == "cookie" then
+        local cookies = r.cookie_header
+        if cookies == nil then
+            local parts = {}
+            local params = r.params
+            for i = 1, #params, 2 do
+                if params[i] == "HTTP_COOKIE" then
+                    parts[#parts + 1] = params[i + 1]
+                end
+            end
+            cookies = concat(parts, "; ")
+            r.cookie_header = cookies
+        end
+        return cookie_value(cookies, rest)
+    end
+    return nil
+end
+
+local var_mt = {
+    __index = function(_, name)
+        local r = cur
+        if not r then
+            no_request()
+        end
+        if type(name) ~= "string" then
+            return nil -- regex captures ($1...) do not exist here
+        end
+        return get_var(r, lower(name))
+    end,
+    __newindex = function(_, name, value)
+        local r = cur
+        if not r then
+            no_request()
+        end
+        name = lower(tostring(name))
+        if NOT_CHANGEABLE[name] or match(name, "^arg_") or match(name, "^http_")
+                or match(name, "^cookie_") then
+            error('variable "' .. name .. '" not changeable', 2)
+        end
+        local known = name == "args" or name == "query_string" or name == "limit_rate"
+                      or request_vars(r)[name] ~= nil or (r.var_set and r.var_set[name] ~= nil)
+        if not known then
+            error('variable "' .. name .. '" not found for writing; maybe it is a built-in '
+                  .. 'variable that is not changeable or you forgot to use "set $' .. name
+                  .. " '';\" in the config file to define it first", 2)
+        end
+        if value == nil then
+            value = false
+        elseif type(value) == "number" then
+            value = num2str(value)
+        elseif type(value) ~= "string" then
+            error("bad variable value", 2)
+        end
+        r.var_set = r.var_set or {}
+        if name == "args" or name == "query_string" then
+            r.var_set.args = value
+            r.var_set.query_string = value
+            r.var_set.is_args = (value or "") ~= "" and "?" or ""
+        else
+            r.var_set[name] = value
+        end
+    end,
+}
+ngx.var = setmetatable({}, var_mt)
+
+---------------------------------------------------------------- ngx.req
+
+local req = {}
+ngx.req = req
+
+function req.get_method()
+    local r = cur
+    if not r then
+        no_request()
+    end
+    return get_var(r, "request_method")
+end
+
+function req.http_version()
+    local r = cur
+    if not r then
+        no_request()
+    end
+    local proto = get_var(r, "server_protocol")
+    local v = proto and match(proto, "^HTTP/(%d+%.%d+)$")
+    if v == "2.0" then
+        return 2.0
+    end
+    return v and tonumber(v) or nil
+end
+
+function req.start_time()
+    local r = cur
+    if not r then
+        no_request()
+    end
+    return r.start_time
+end
+
+function req.is_internal()
+    return false
+end
+
+function req.get_uri_args(max)
+    local r = cur
+    if not r then
+        no_request()
+    end
+    max = check_max(max, "get_uri_args", 1)
+    return parse_args(get_var(r, "args") or "", max)
+end
+
+function req.set_uri_args(args)
+    local r = cur
+    if not r then
+        no_request()
+    end
+    if type(args) == "table" then
+        args = ngx.encode_args(args)
+    elseif type(args) == "number" then
+        args = num2str(args)
+    elseif type(args) ~= "string" then
+        error("bad argument #1 to 'set_uri_args' (string, number, or table expected, got "
+              .. type(args) .. ")", 2)
+    end
+    r.var_set = r.var_set or {}
+    r.var_set.args = args
+    r.var_set.query_string = args
+    r.var_set.is_args = args ~= "" and "?" or ""
+end
+
+-- Header names come back from CGI params: HTTP_X_FOO is "x-foo" (or
+-- "X-Foo" with raw), CONTENT_TYPE/LENGTH count when no HTTP_ copy came.
+local function title_case(name)
+    return (gsub(name, "(%w)(%w*)", function(a, b) return upper(a) .. b end))
+end
+
+local req_headers_mt = {
+    __index = function(t, key)
+        if type(key) ~= "string" then
+            return nil
+        end
+        return rawget(t, lower((gsub(key, "_", "-"))))
+    end,
+}
+
+local function each_request_header(r)
+    local params = r.params
+    local list = r.header_list
+    if list then
+        return list
+    end
+    list = {}
+    local has_ct, has_cl = false, false
+    for i = 1, #params, 2 do
+        local k = params[i]
+        if sub(k, 1, 5) == "HTTP_" then
+            local key = lower((gsub(sub(k, 6), "_", "-")))
+            if key == "content-type" then
+                has_ct = true
+            elseif key == "content-length" then
+                has_cl = true
+            end
+            list[#list + 1] = key
+            list[#list + 1] = params[i + 1]
+        end
+    end
+    for i = 1, #params, 2 do
+        local k = params[i]
+        if (k == "CONTENT_TYPE" and not has_ct) or (k == "CONTENT_LENGTH" and not has_cl) then
+            if params[i + 1] ~= "" then
+                list[#list + 1] = lower((gsub(k, "_", "-")))
+                list[#list + 1] = params[i + 1]
+            end
+        end
+    end
+    r.header_list = list
+    return list
+end
+
+function req.get_headers(max, raw)
+    local r = cur
+    if not r then
+        no_request()
+    end
+    max = check_max(max, "get_headers", 1)
+    local list = each_request_header(r)
+    local res, n = {}, 0
+    for i = 1, #list, 2 do
+        if max > 0 and n >= max then
+            if not raw then
+                setmetatable(res, req_headers_mt)
+            end
+            return res, "truncated"
+        end
+        n = n + 1
+        add_arg(res, raw and title_case(list[i]) or list[i], list[i + 1])
+    end
+    if not raw then
+        setmetatable(res, req_headers_mt)
+    end
+    return res
+end
+
+function req.raw_header(no_request_line)
+    local r = cur
+    if not r then
+        no_request()
+    end
+    -- Rebuilt from the CGI params: the front server does not forward the
+    -- bytes it received, so case and order of names are approximations.
+    local lines = {}
+    if not no_request_line then
+        lines[1] = (get_var(r, "request") or "") .. "\r\n"
+    end
+    local list = each_request_header(r)
+    for i = 1, #list, 2 do
+        lines[#lines + 1] = title_case(list[i]) .. ": " .. list[i + 1] .. "\r\n"
+    end
+    lines[#lines + 1] = "\r\n"
+    return concat(lines)
+end
+
+function req.read_body()
+    local r = cur
+    if not r then
+        no_request()
+    end
+    if r.body == nil then
+        r.body = co_yield(IO, "read_body")
+    end
+end
+
+function req.discard_body()
+end
+
+function req.get_body_data()
+    local r = cur
+    if not r then
+        no_request()
+    end
+    local body = r.body
+    if body == nil or body == "" then
+        return nil
+    end
+    return body
+end
+
+function req.get_body_file()
+    return nil
+end
+
+function req.get_post_args(max)
+    local r = cur
+    if not r then
+        no_request()
+    end
+    if r.body == nil then
+        return nil, "request body not read yet"
+    end
+    return parse_args(r.body, check_max(max, "get_post_args", 1))
+end
+
+---------------------------------------------------------------- FastCGI limits
+
+local function unavailable(what)
+    return function()
+        error(what .. " is not available in fcgi-lua: over FastCGI the front server owns "
+              .. "the client connection and the location tree", 2)
+    end
+end
+
+req.socket = unavailable("ngx.req.socket")
+req.set_body_data = unavailable("ngx.req.set_body_data")
+req.set_body_file = unavailable("ngx.req.set_body_file")
+ngx.exec = unavailable("ngx.exec")
+ngx.location = {
+    capture = unavailable("ngx.location.capture"),
+    capture_multi = unavailable("ngx.location.capture_multi"),
+}
+
+---------------------------------------------------------------- ngx itself
+
+ngx.get_phase = function() return "content" end
+
+local ngx_dynamic = {
+    status = function(r) return r.status end,
+    ctx = function(r)
+        local ctx = r.ctx
+        if not ctx then
+            ctx = {}
+            r.ctx = ctx
+        end
+        return ctx
+    end,
+    headers_sent = function(r) return r.header_sent end,
+}
+
+ngx.header = header_proxy
+
+setmetatable(ngx, {
+    __index = function(_, key)
+        local get = ngx_dynamic[key]
+        if get then
+            local r = cur
+            if not r then
+                no_request()
+            end
+            return get(r)
+        end
+        return nil
+    end,
+    __newindex = function(t, key, value)
+        if key == "status" then
+            local r = cur
+            if not r then
+                no_request()
+            end
+            if r.header_sent then
+                log_error("attempt to set ngx.status after sending out response headers")
+                return
+            end
+            local s = tonumber(value)
+            if s == nil or s ~= floor(s) then
+                error("bad argument #1 to 'status' (number expected, got " .. type(value) .. ")",
+                      2)
+            end
+            r.status = s
+        elseif key == "ctx" then
+            local r = cur
+            if not r then
+                no_request()
+            end
+            if type(value) ~= "table" then
+                error("ctx should be a table while getting a " .. type(value) .. " value", 2)
+            end
+            r.ctx = value
+        elseif key == "headers_sent" then
+            error("attempt to set ngx.headers_sent", 2)
+        else
+            rawset(t, key, value)
+        end
+    end,
+})
+
+---------------------------------------------------------------- coroutines
+
+-- The user's coroutines pass our I/O yields up to the request's own
+-- coroutine, so ngx.sleep and friends work inside them (as in OpenResty).
+local function pass_up(co, ok, first, ...)
+    if ok and first == IO and co_status(co) == "suspended" then
+        return pass_up(co, co_resume(co, co_yield(IO, ...)))
+    end
+    return ok, first, ...
+end
+
+local function user_resume(co, ...)
+    return pass_up(co, co_resume(co, ...))
+end
+
+local function wrap_result(ok, ...)
+    if not ok then
+        error((...), 0)
+    end
+    return ...
+end
+
+coroutine.resume = user_resume
+coroutine.wrap = function(f)
+    local co = co_create(f)
+    return function(...)
+        return wrap_result(user_resume(co, ...))
+    end
+end
+
+---------------------------------------------------------------- the driver
+
+local env_mt = { __index = _G }
+
+-- Compile once per code-cache entry into a factory: calling it gives a
+-- fresh closure, whose environment is the request's own global table.
+local function compile(src, chunkname)
+    if byte(src, 1) == 35 then -- "#!": drop the line, keep the numbering
+        src = gsub(src, "^#[^\n]*", "", 1)
+    end
+    local f, err = loadstring(src, chunkname)
+    if not f then
+        return nil, err -- report the error of the script as written
+    end
+    if setfenv then
+        f, err = loadstring("return function(...) " .. src .. "\nend", chunkname)
+    else
+        f, err = loadstring("local _ENV = ...; return function(...) " .. src .. "\nend",
+                            chunkname)
+    end
+    return f, err
+end
+
+local function finish(r)
+    return "done", take_output(r, true), nil
+end
+
+local function finish_exit(r, rc)
+    if r.eof then
+        return "done", "", nil
+    end
+    if not r.header_sent and r.status == 0 and rc >= 200 then
+        r.status = rc
+    end
+    if rc == 0 or r.header_sent or (rc >= 200 and rc < 300 and rc ~= 204) then
+        return finish(r)
+    end
+    if rc >= 300 or rc == 204 then
+        return "done", error_response(r, rc), nil
+    end
+    if rc < 0 then
+        -- NGX_ERROR and friends: nginx would drop the connection; over
+        -- FastCGI the nearest thing is a 500.
+        return "done", error_response(r, 500), nil
+    end
+    return finish(r)
+end
+
+-- The result of one resume: a command for Python, or the end.
+local function step(r, ok, first, cmd, arg)
+    while true do
+        if not ok then
+            local err = first
+            if type(err) ~= "string" then
+                err = tostring(err)
+            end
+            local tb = traceback(r.co, err)
+            local response = r.emitted and "" or nil
+            r.dead = true
+            return "error", tb, response
+        end
+        if co_status(r.co) == "dead" then
+            r.dead = true
+            if r.eof then
+                return "done", "", nil
+            end
+            return finish(r)
+        end
+        if first == IO then
+            if cmd == "exit" then
+                r.dead = true
+                return finish_exit(r, arg)
+            end
+            return cmd, arg, nil
+        end
+        -- a bare coroutine.yield() in the request itself: let others run
+        return "sleep", 0, nil
+    end
+end
+
+local function new_request(params, now)
+    local env = setmetatable({}, env_mt)
+    env._G = env
+    local method
+    for i = 1, #params, 2 do
+        if params[i] == "REQUEST_METHOD" then
+            method = params[i + 1]
+            break
+        end
+    end
+    return {
+        params = params,
+        env = env,
+        status = 0,
+        hkeys = {},
+        hvals = {},
+        out = {},
+        nout = 0,
+        header_sent = false,
+        emitted = false,
+        eof = false,
+        head = method == "HEAD",
+        start_time = floor(now * 1000) / 1000,
+    }
+end
+
+-- Python: r, cmd, arg = start(factory, params, now)
+local function start(factory, params, now)
+    now_cache = now
+    local r = new_request(params, now)
+    local fn
+    if setfenv then
+        fn = factory()
+        setfenv(fn, r.env)
+    else
+        fn = factory(r.env)
+    end
+    r.co = co_create(fn)
+    cur = r
+    return r, step(r, co_resume(r.co))
+end
+
+-- Python: cmd, arg = drive(r, now, value)
+local function drive(r, now, value)
+    now_cache = now
+    cur = r
+    return step(r, co_resume(r.co, value))
+end
+
+-- The response for an error inside the script, when headers are not out.
+local function abort(r)
+    r.dead = true
+    r.out = {}
+    r.nout = 0
+    if cur == r then
+        cur = nil
+    end
+end
+
+return {
+    compile = compile,
+    start = start,
+    drive = drive,
+    abort = abort,
+}

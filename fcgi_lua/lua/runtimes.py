@@ -1,0 +1,60 @@
+"""The registry of Lua runtimes lupa ships, by name.
+
+This module only maps a name ("luajit21", "lua54"...) to a fresh
+``LuaRuntime``; it never runs a script.  The runtime is created in the
+worker, after the fork, so each worker owns exactly one VM.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# Chosen by measurement, see docs/runtimes.md.
+DEFAULT_RUNTIME = "luajit21"
+
+RUNTIMES: dict[str, str] = {
+    "luajit21": "lupa.luajit21",
+    "luajit20": "lupa.luajit20",
+    "lua51": "lupa.lua51",
+    "lua52": "lupa.lua52",
+    "lua53": "lupa.lua53",
+    "lua54": "lupa.lua54",
+    "lua55": "lupa.lua55",
+}
+
+
+class UnknownRuntimeError(ValueError):
+    """The configuration named a Lua runtime that lupa does not provide."""
+
+
+def _deny_attribute(obj: object, name: object, is_setting: bool) -> object:
+    # Python callables handed to Lua must be callable and nothing else:
+    # attribute access (fn.__globals__ ...) would let a script reach Python.
+    raise AttributeError("access to Python attributes is not allowed from Lua")
+
+
+def new_runtime(name: str) -> Any:
+    """A fresh ``LuaRuntime`` of the named flavour, locked down.
+
+    Strings cross as bytes (``encoding=None``), multiple returns unpack,
+    and the ``python`` bridge module lupa installs is removed.
+    """
+    try:
+        module_name = RUNTIMES[name]
+    except KeyError:
+        known = ", ".join(sorted(RUNTIMES))
+        raise UnknownRuntimeError(f"unknown Lua runtime {name!r} (known: {known})") from None
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UnknownRuntimeError(f"Lua runtime {name!r} is not available: {exc}") from exc
+    runtime = module.LuaRuntime(
+        encoding=None,
+        unpack_returned_tuples=True,
+        register_eval=False,
+        register_builtins=False,
+        attribute_filter=_deny_attribute,
+    )
+    runtime.execute(b"python = nil; package.loaded.python = nil")
+    return runtime

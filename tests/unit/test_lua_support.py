@@ -1,0 +1,115 @@
+"""Helpers for the Lua engine tests: a fake request, an in-memory sink, and
+a runner that parses the CGI response.  (No tests here.)"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fcgi_lua.lua import LuaEngine
+
+
+class FakeRequest:
+    def __init__(
+        self, script_path: str, params: Sequence[tuple[bytes, bytes]], body: bytes = b""
+    ) -> None:
+        self.script_path = script_path
+        self.params = params
+        self.body = body
+        self.body_reads = 0
+
+    async def read_body(self) -> bytes:
+        self.body_reads += 1
+        await asyncio.sleep(0)
+        return self.body
+
+
+class MemorySink:
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.errors: list[bytes] = []
+
+    async def write(self, data: bytes) -> None:
+        assert isinstance(data, bytes)
+        self.chunks.append(data)
+
+    def stderr(self, data: bytes) -> None:
+        self.errors.append(data)
+
+
+@dataclass
+class Response:
+    status: int
+    reason: bytes
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    chunks: list[bytes] = field(default_factory=list)
+    raw: bytes = b""
+
+    def header(self, name: bytes) -> bytes | None:
+        values = self.all(name)
+        return values[0] if values else None
+
+    def all(self, name: bytes) -> list[bytes]:
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+
+def parse(chunks: list[bytes]) -> Response:
+    raw = b"".join(chunks)
+    assert chunks, "no output at all"
+    head, sep, body = raw.partition(b"\r\n\r\n")
+    assert sep, raw
+    assert chunks[0].find(b"\r\n\r\n") != -1, "first write must hold the whole header block"
+    lines = head.split(b"\r\n")
+    assert lines[0].startswith(b"Status: "), lines[0]
+    code, _, reason = lines[0][8:].partition(b" ")
+    headers = [tuple(line.split(b": ", 1)) for line in lines[1:]]
+    return Response(int(code), reason, headers, body, chunks, raw)  # type: ignore[arg-type]
+
+
+def make_params(
+    method: bytes = b"GET",
+    query: bytes = b"",
+    headers: Sequence[tuple[bytes, bytes]] = (),
+    extra: Sequence[tuple[bytes, bytes]] = (),
+    uri: bytes = b"/t.lua",
+) -> list[tuple[bytes, bytes]]:
+    params = [
+        (b"REQUEST_METHOD", method),
+        (b"QUERY_STRING", query),
+        (b"REQUEST_URI", uri + (b"?" + query if query else b"")),
+        (b"DOCUMENT_URI", uri),
+        (b"SCRIPT_NAME", uri),
+        (b"SERVER_PROTOCOL", b"HTTP/1.1"),
+        (b"REMOTE_ADDR", b"127.0.0.1"),
+        (b"SERVER_PORT", b"8080"),
+    ]
+    params.extend(extra)
+    params.extend(headers)
+    return params
+
+
+def write_script(tmp_path: Path, source: str, name: str = "t.lua") -> str:
+    path = tmp_path / name
+    path.write_text(source)
+    return str(path)
+
+
+def run_script(
+    tmp_path: Path,
+    source: str,
+    *,
+    engine: LuaEngine | None = None,
+    params: Sequence[tuple[bytes, bytes]] | None = None,
+    body: bytes = b"",
+    sink: MemorySink | None = None,
+    **engine_args: object,
+) -> Response:
+    path = write_script(tmp_path, source)
+    engine = engine or LuaEngine(**engine_args)  # type: ignore[arg-type]
+    sink = sink or MemorySink()
+    request = FakeRequest(path, params if params is not None else make_params(), body)
+    asyncio.run(engine.run(request, sink))
+    return parse(sink.chunks)
