@@ -43,7 +43,8 @@ def run_loop(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a hard dependency
         return asyncio.run(main())
-    result: int = asyncio.run(main(), loop_factory=uvloop.new_event_loop)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        result: int = runner.run(main())
     return result
 
 
@@ -53,7 +54,7 @@ def make_engine(config: Config) -> Any:
 
     return LuaEngine(
         runtime=config.lua_runtime,
-        recompile=config.recompile,
+        recompile=config.recompile,  # type: ignore[arg-type]  # validated by Config
         debug=config.debug,
         log_to_stderr=config.log_to_fcgi_stderr,
     )
@@ -203,7 +204,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"fcgi-lua: {exc}", file=sys.stderr)
         return 2
     setup_logging(config)
-    request = Request(params, script, max_body_size=max(config.client_max_body_size, len(body or b"")))
+    request = Request(
+        params, script, max_body_size=max(config.client_max_body_size, len(body or b""))
+    )
     return run_loop(lambda: _run_once(config, request, body))
 
 

@@ -95,11 +95,11 @@ class Request:
 
     def end_body(self) -> None:
         """Called by the server at the empty STDIN record (or connection end)."""
-        if self._expected is not None and self._body_size < self._expected:
-            if self.body_error is None:
-                self.body_error = ValueError(
-                    f"body ended after {self._body_size} of {self._expected} bytes"
-                )
+        short = self._expected is not None and self._body_size < self._expected
+        if short and self.body_error is None:
+            self.body_error = ValueError(
+                f"body ended after {self._body_size} of {self._expected} bytes"
+            )
         self._expected = self._body_size
         self._set_done()
 

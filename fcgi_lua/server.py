@@ -16,7 +16,7 @@ import os
 import socket
 import stat
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from fcgi_lua import fastcgi
 from fcgi_lua.config import Config, parse_listen
@@ -87,7 +87,8 @@ class FastCGIProtocol(asyncio.Protocol):
     # -- asyncio.Protocol -------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
         transport.set_write_buffer_limits(high=self.server.config.write_buffer_high)
         peer = transport.get_extra_info("peername")
@@ -165,23 +166,29 @@ class FastCGIProtocol(asyncio.Protocol):
             try:
                 event = codec.next_event()
             except fastcgi.RemoteProtocolError as exc:
-                log.warning("FastCGI protocol error from %s: %s; closing connection", self.peer, exc)
+                log.warning(
+                    "FastCGI protocol error from %s: %s; closing connection", self.peer, exc
+                )
                 self._abort_all()
+                if exc.http_status and exc.request_id in codec.active_request_ids:
+                    # The peer can still be told why (e.g. 431 for oversized params).
+                    self.write(
+                        codec.send(fastcgi.Stdout(exc.request_id, error_response(exc.http_status)))
+                    )
+                    self.write(codec.send(fastcgi.EndRequest(exc.request_id)))
                 self.close()
                 return
             if event is fastcgi.NEED_DATA:
                 return
-            handler = self._handlers.get(type(event))
-            if handler is not None:
-                handler(self, event)
+            self._handlers[type(event)](self, event)
+            if type(event) is fastcgi.ConnectionClosed:
+                return
 
     def _on_begin(self, event: fastcgi.BeginRequest) -> None:
         if event.role != fastcgi.RESPONDER:
             log.warning("FastCGI role %d not supported; answered UNKNOWN_ROLE", event.role)
             self.write(
-                self.codec.send(
-                    fastcgi.EndRequest(event.request_id, 0, fastcgi.UNKNOWN_ROLE)
-                )
+                self.codec.send(fastcgi.EndRequest(event.request_id, 0, fastcgi.UNKNOWN_ROLE))
             )
             self._maybe_close()
 

@@ -63,6 +63,7 @@ from .constants import (
     MAX_CONTENT_LENGTH,
     NULL_REQUEST_ID,
     RECORD_TYPE_NAMES,
+    REQUEST_COMPLETE,
     ROLE_NAMES,
     VERSION_1,
 )
@@ -411,7 +412,12 @@ class Connection:
             request_id,
             event.app_status,
             event.protocol_status,
-            close_stdout=request.stdout in STDOUT_NEEDS_CLOSE,
+            # A request refused outright (UNKNOWN_ROLE, OVERLOADED...) that
+            # never wrote gets END_REQUEST alone, as in the spec's examples.
+            close_stdout=request.stdout in STDOUT_NEEDS_CLOSE
+            and not (
+                event.protocol_status != REQUEST_COMPLETE and request.stdout is OutputState.UNUSED
+            ),
             close_stderr=request.stderr in STDERR_NEEDS_CLOSE,
         )
 

@@ -56,9 +56,7 @@ def http_request(
         conn.endheaders(body)
         resp = conn.getresponse()
         data = resp.read()
-        return Response(
-            resp.status, [(k.lower(), v) for k, v in resp.getheaders()], data
-        )
+        return Response(resp.status, [(k.lower(), v) for k, v in resp.getheaders()], data)
     finally:
         conn.close()
 
@@ -116,9 +114,7 @@ class Arrival:
 def timed_get(base: str, path: str, *, timeout: float = 10.0) -> Arrival:
     """GET with ``Connection: close`` recording the arrival time of each read."""
     url = urlsplit(base)
-    request = (
-        f"GET {path} HTTP/1.1\r\nHost: {url.hostname}\r\nConnection: close\r\n\r\n"
-    ).encode()
+    request = (f"GET {path} HTTP/1.1\r\nHost: {url.hostname}\r\nConnection: close\r\n\r\n").encode()
     with socket.create_connection((url.hostname, url.port), timeout=timeout) as sock:
         arrival = Arrival(time.monotonic())
         sock.sendall(request)
@@ -149,8 +145,7 @@ def _record(rtype: int, request_id: int, content: bytes) -> bytes:
 
 def _stream(rtype: int, request_id: int, content: bytes) -> bytes:
     out = [
-        _record(rtype, request_id, content[i : i + 65535])
-        for i in range(0, len(content), 65535)
+        _record(rtype, request_id, content[i : i + 65535]) for i in range(0, len(content), 65535)
     ]
     out.append(_record(rtype, request_id, b""))
     return b"".join(out)
@@ -212,9 +207,7 @@ def fastcgi_request(
                     stderr.append(content)
                 elif rtype == FCGI_END_REQUEST:
                     app_status = struct.unpack(">I", content[:4])[0]
-                    return FastCGIResult(
-                        _parse_cgi(b"".join(stdout)), b"".join(stderr), app_status
-                    )
+                    return FastCGIResult(_parse_cgi(b"".join(stdout)), b"".join(stderr), app_status)
             data = sock.recv(65536)
             if not data:
                 raise ConnectionError(

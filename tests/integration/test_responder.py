@@ -62,7 +62,9 @@ def base_env(responder: Responder, script: str, **extra: str) -> dict[str, str]:
 
 
 def test_cgi_fcgi_over_tcp(responder: Responder, cgi_fcgi: str) -> None:
-    head, body = cgi_request(cgi_fcgi, f"127.0.0.1:{responder.port}", base_env(responder, "hello.lua"))
+    head, body = cgi_request(
+        cgi_fcgi, f"127.0.0.1:{responder.port}", base_env(responder, "hello.lua")
+    )
     assert head.startswith("Status: 200 OK")
     assert body == b"hello from GET\n"
 
@@ -75,7 +77,9 @@ def test_cgi_fcgi_over_unix_socket(responder: Responder, cgi_fcgi: str) -> None:
 
 
 def test_large_output_is_split_into_records(responder: Responder, cgi_fcgi: str) -> None:
-    head, body = cgi_request(cgi_fcgi, f"127.0.0.1:{responder.port}", base_env(responder, "big.lua"))
+    head, body = cgi_request(
+        cgi_fcgi, f"127.0.0.1:{responder.port}", base_env(responder, "big.lua")
+    )
     assert head.startswith("Status: 200 OK")
     assert body == b"x" * 200000
 

@@ -39,13 +39,13 @@ def test_toml_then_cli_overrides(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ('nonsense = 1\n', "unknown key 'nonsense'"),
+        ("nonsense = 1\n", "unknown key 'nonsense'"),
         ('debug = "yes"\n', "debug: expected true or false"),
         ('recompile = "sometimes"\n', "recompile: must be one of mtime, always, never"),
         ('listen = ["nowhere"]\n', "listen: 'nowhere': expected unix:/path or host:port"),
-        ('workers = 4\n', "workers: only 1 is supported"),
+        ("workers = 4\n", "workers: only 1 is supported"),
         ('lua_runtime = "python"\n', "lua_runtime: must be one of"),
-        ('max_reqs = 0\n', "max_reqs: must be > 0"),
+        ("max_reqs = 0\n", "max_reqs: must be > 0"),
         ('root = "/no/such/dir"\n', "root: is not a directory"),
         ("debug = \n", "not valid TOML"),
     ],

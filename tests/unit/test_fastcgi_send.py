@@ -75,11 +75,14 @@ def test_end_request_closes_stdout_first() -> None:
     assert conn.send(EndRequest(1)) == record(STDOUT, 1) + record(END, 1, end_body())
 
 
-def test_end_request_without_any_output_still_closes_stdout() -> None:
+def test_completed_request_without_output_still_closes_stdout() -> None:
     conn = connection(1)
-    assert conn.send(EndRequest(1, 0, UNKNOWN_ROLE)) == record(STDOUT, 1) + record(
-        END, 1, end_body(0, UNKNOWN_ROLE)
-    )
+    assert conn.send(EndRequest(1)) == record(STDOUT, 1) + record(END, 1, end_body())
+
+
+def test_refused_request_without_output_gets_end_request_alone() -> None:
+    conn = connection(1)
+    assert conn.send(EndRequest(1, 0, UNKNOWN_ROLE)) == record(END, 1, end_body(0, UNKNOWN_ROLE))
 
 
 def test_end_request_after_explicit_close() -> None:

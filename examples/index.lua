@@ -1,0 +1,65 @@
+-- The start page: a form, what fcgi-lua saw of this request, and links to
+-- the other examples.
+local concat = table.concat
+local gsub = string.gsub
+local sort = table.sort
+
+local function html(s)
+    return (gsub(tostring(s), "[&<>\"]", {
+        ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;",
+    }))
+end
+
+local function rows(t)
+    local names = {}
+    for name in pairs(t) do
+        names[#names + 1] = name
+    end
+    sort(names)
+    local out = {}
+    for _, name in ipairs(names) do
+        local value = t[name]
+        if type(value) == "table" then
+            value = concat(value, ", ")
+        end
+        out[#out + 1] = "<tr><th>" .. html(name) .. "</th><td>" .. html(value) .. "</td></tr>"
+    end
+    return concat(out, "\n")
+end
+
+local args = ngx.req.get_uri_args()
+local name = args.name
+if type(name) ~= "string" or name == "" then
+    name = "world"
+end
+
+ngx.header["Content-Type"] = "text/html; charset=utf-8"
+ngx.say([[<!doctype html>
+<html><head><title>fcgi-lua</title>
+<style>body{font-family:sans-serif;max-width:50em;margin:2em auto}
+th{text-align:left;padding-right:1em}td,th{border-bottom:1px solid #ddd}</style>
+</head><body>]])
+ngx.say("<h1>Hello, ", html(name), "!</h1>")
+ngx.say([[<form method="get" action="/index.lua">
+<label>Your name <input name="name" autofocus></label> <button>Greet me</button>
+</form>]])
+
+ngx.say("<h2>This request</h2><table>")
+ngx.say(rows({
+    method = ngx.req.get_method(),
+    uri = ngx.var.uri,
+    request_uri = ngx.var.request_uri,
+    remote_addr = ngx.var.remote_addr,
+    server_protocol = ngx.var.server_protocol,
+}))
+ngx.say("</table><h2>Query arguments</h2><table>", rows(args), "</table>")
+ngx.say("<h2>Request headers</h2><table>", rows(ngx.req.get_headers()), "</table>")
+
+ngx.say([[<h2>More examples</h2><ul>
+<li><a href="/hello.lua?name=Lua">hello.lua</a>: flush, then sleep without blocking</li>
+<li><a href="/args.lua?a=1&amp;a=2&amp;flag">args.lua</a>: query arguments as Lua values</li>
+<li><a href="/headers.lua">headers.lua</a>: request headers in, response headers and cookies out</li>
+<li><a href="/countdown.lua">countdown.lua</a>: a response streamed one line a second</li>
+<li><a href="/redirect.lua">redirect.lua</a>: ngx.redirect back here</li>
+<li><a href="/error.lua">error.lua</a>: a script error (500; traceback with --debug)</li>
+</ul></body></html>]])

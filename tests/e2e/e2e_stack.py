@@ -1,0 +1,414 @@
+"""The end-to-end stack: processes, rendered nginx config, log watching.
+
+See conftest.py for the layout; this module holds the machinery so test
+modules can import its types (importing conftest itself is fragile).
+"""
+
+from __future__ import annotations
+
+import getpass
+import grp
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .e2e_clients import fastcgi_request, http_request
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+SCRIPTS = HERE / "scripts"
+NGINX_DIR = REPO / "nginx"
+NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+NGINX_MODULES = Path("/usr/share/nginx/modules")
+START_TIMEOUT = 20.0
+STOP_TIMEOUT = 15.0
+
+NGINX_ERROR = re.compile(r"\[(error|crit|alert|emerg)\]")
+FCGI_ERROR = re.compile(r"\b(ERROR|CRITICAL)\b|Traceback \(most recent call last\)")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _connectable(address: str | tuple[str, int]) -> bool:
+    family = socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        try:
+            sock.connect(address)
+        except OSError:
+            return False
+    return True
+
+
+@dataclass
+class Service:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def log_text(self) -> str:
+        return self.log.read_text("utf-8", "replace") if self.log.exists() else ""
+
+
+@dataclass
+class Stack:
+    tmp: Path
+    root: Path
+    outside: Path
+    unix_socket: Path
+    debug_socket: Path
+    tcp_address: tuple[str, int]
+    urls: dict[str, str] = field(default_factory=dict)
+    services: list[Service] = field(default_factory=list)
+    nginx_error_log: Path = Path()
+
+    # -- logs -------------------------------------------------------------
+    @property
+    def fcgi_log(self) -> Path:
+        return self.tmp / "logs" / "fcgi-lua.log"
+
+    @property
+    def fcgi_debug_log(self) -> Path:
+        return self.tmp / "logs" / "fcgi-lua-debug.log"
+
+    def fcgi_log_text(self) -> str:
+        return _read(self.fcgi_log) + _read(self.fcgi_debug_log)
+
+    def nginx_error_text(self) -> str:
+        return _read(self.nginx_error_log)
+
+    def log_files(self) -> dict[str, Path]:
+        return {
+            "nginx": self.nginx_error_log,
+            "fcgi-lua": self.fcgi_log,
+            "fcgi-lua-debug": self.fcgi_debug_log,
+        }
+
+    # -- processes ---------------------------------------------------------
+    def start(self, name: str, argv: list[str], log: Path) -> Service:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("ab") as out:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, cwd=self.tmp
+            )
+        service = Service(name, proc, log)
+        self.services.append(service)
+        return service
+
+    def wait_until(
+        self, service: Service, address: str | tuple[str, int], *, fastcgi: bool = False
+    ) -> None:
+        """Until ``address`` accepts connections or, with ``fastcgi``, until
+        fcgi-lua there answers a real request for hello.lua."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if service.proc.poll() is not None:
+                argv = " ".join(map(str, service.proc.args))  # type: ignore[arg-type]
+                raise RuntimeError(
+                    f"{service.name} exited with {service.proc.returncode} while starting:\n"
+                    f"{argv}\n{service.log_text()}"
+                )
+            if fastcgi and _answers_fastcgi(address, self.root):
+                return
+            if not fastcgi and _connectable(address):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"{service.name} not ready on {address}:\n{service.log_text()}")
+
+    def stop(self) -> list[str]:
+        """Stop in reverse order; return the problems found (graceful stop failed)."""
+        problems = []
+        for service in reversed(self.services):
+            proc = service.proc
+            if proc.poll() is None:
+                # nginx: SIGQUIT is its graceful stop; fcgi-lua: SIGTERM is.
+                proc.send_signal(signal.SIGQUIT if service.name == "nginx" else signal.SIGTERM)
+                try:
+                    proc.wait(STOP_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                    problems.append(f"{service.name} ignored its stop signal for {STOP_TIMEOUT}s")
+                    continue
+                if proc.returncode != 0:
+                    problems.append(f"{service.name} exited with {proc.returncode} when stopped")
+            else:
+                problems.append(f"{service.name} had died during the tests ({proc.returncode})")
+        return problems
+
+
+def _answers_fastcgi(address: str | tuple[str, int], root: Path) -> bool:
+    # A whole request rather than a bare connect: it proves the responder
+    # serves, and a connect-then-close probe is not what nginx does at start.
+    params: dict[str, str | bytes] = {
+        "SCRIPT_FILENAME": str(root / "hello.lua"),
+        "REQUEST_METHOD": "GET",
+        "QUERY_STRING": "",
+    }
+    try:
+        result = fastcgi_request(address, params, timeout=5)
+    except OSError:
+        return False
+    return result.response.status == 200
+
+
+def _read(path: Path) -> str:
+    return path.read_text("utf-8", "replace") if path.exists() else ""
+
+
+def fcgi_lua_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "fcgi_lua", *args]
+
+
+def _make_document_root(tmp: Path) -> tuple[Path, Path]:
+    root = tmp / "root"
+    shutil.copytree(SCRIPTS, root)
+    # Fixtures for the confinement tests: secrets outside the root, reached
+    # through a symlink inside it; a file with a disallowed extension.
+    outside = tmp / "outside"
+    outside.mkdir()
+    (outside / "secret.lua").write_text('ngx.say("SECRET-OUTSIDE-ROOT")\n')
+    (root / "escape.lua").symlink_to(outside / "secret.lua")
+    (root / "escape_dir").symlink_to(outside, target_is_directory=True)
+    (root / "notes.txt").write_text("TXT-SECRET\n")
+    (root / "notes.lua.txt").write_text('ngx.say("LUA-TXT-SECRET")\n')
+    (root / "sub").mkdir()
+    (root / "sub" / "inner.lua").write_text('ngx.say("inner")\n')
+    return root, outside
+
+
+def _nginx_user_line() -> str:
+    # nginx workers must be able to connect to fcgi-lua's socket, which is
+    # owned by whoever runs the tests: run them as that same user.
+    if os.geteuid() != 0:
+        return ""
+    return f"user {getpass.getuser()} {grp.getgrgid(os.getegid()).gr_name};"
+
+
+def render_nginx_conf(stack: Stack, ports: dict[str, int]) -> Path:
+    conf_dir = stack.tmp / "conf"
+    conf_dir.mkdir()
+    # The files users install, copied verbatim; relative includes resolve
+    # against the directory of nginx.conf.
+    shutil.copy(NGINX_DIR / "fcgi_lua_params", conf_dir)
+    shutil.copy(NGINX_DIR / "fcgi-lua.conf", conf_dir)
+    upstream = (NGINX_DIR / "fcgi-lua-upstream.conf").read_text()
+    shipped_socket = "unix:/run/fcgi-lua/fcgi-lua.sock"
+    assert shipped_socket in upstream
+    (conf_dir / "fcgi-lua-upstream.conf").write_text(
+        upstream.replace(shipped_socket, f"unix:{stack.unix_socket}")
+    )
+    tmp, root = stack.tmp, stack.root
+    host, tcp_port = stack.tcp_address
+    conf = f"""
+load_module {NGINX_MODULES}/ndk_http_module.so;
+load_module {NGINX_MODULES}/ngx_http_lua_module.so;
+{_nginx_user_line()}
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {stack.nginx_error_log} info;
+events {{ worker_connections 4096; }}
+http {{
+    access_log {tmp}/logs/nginx-access.log;
+    client_body_temp_path {tmp}/nginx-tmp/body;
+    fastcgi_temp_path {tmp}/nginx-tmp/fastcgi;
+    proxy_temp_path {tmp}/nginx-tmp/proxy;
+    scgi_temp_path {tmp}/nginx-tmp/scgi;
+    uwsgi_temp_path {tmp}/nginx-tmp/uwsgi;
+    # What OpenResty answers when a script sets no Content-Type.
+    default_type text/plain;
+
+    include fcgi-lua-upstream.conf;
+    upstream fcgi_lua_tcp {{ server {host}:{tcp_port}; keepalive 32; }}
+    upstream fcgi_lua_debug {{ server unix:{stack.debug_socket}; keepalive 8; }}
+
+    server {{  # unix: the shipped snippet, verbatim
+        listen 127.0.0.1:{ports["unix"]};
+        root {root};
+        include fcgi-lua.conf;
+    }}
+    server {{  # tcp
+        listen 127.0.0.1:{ports["tcp"]};
+        root {root};
+        location ~ [^/]\\.lua(/|$) {{
+            fastcgi_split_path_info ^(.+?\\.lua)(/.*)$;
+            include fcgi_lua_params;
+            fastcgi_pass fcgi_lua_tcp;
+            fastcgi_keep_conn on;
+        }}
+    }}
+    server {{  # debug
+        listen 127.0.0.1:{ports["debug"]};
+        root {root};
+        location ~ [^/]\\.lua(/|$) {{
+            include fcgi_lua_params;
+            fastcgi_pass fcgi_lua_debug;
+            fastcgi_keep_conn on;
+        }}
+    }}
+    server {{  # passall: every path goes to fcgi-lua
+        listen 127.0.0.1:{ports["passall"]};
+        root {root};
+        location / {{
+            include fcgi_lua_params;
+            fastcgi_pass fcgi_lua;
+            fastcgi_keep_conn on;
+        }}
+    }}
+    server {{  # oracle: OpenResty runs the same files
+        listen 127.0.0.1:{ports["oracle"]};
+        root {root};
+        location ~ [^/]\\.lua$ {{
+            content_by_lua_file $document_root$uri;
+        }}
+    }}
+}}
+"""
+    path = conf_dir / "nginx.conf"
+    path.write_text(conf)
+    for sub in ("body", "fastcgi", "proxy", "scgi", "uwsgi"):
+        (tmp / "nginx-tmp" / sub).mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def start_stack(tmp: Path) -> Stack:
+    if NGINX is None:
+        raise RuntimeError("nginx binary not found; CI must install it (apt-get install nginx)")
+    for module in ("ndk_http_module.so", "ngx_http_lua_module.so"):
+        if not (NGINX_MODULES / module).exists():
+            raise RuntimeError(
+                f"{NGINX_MODULES / module} missing: apt-get install libnginx-mod-http-lua"
+            )
+    (tmp / "logs").mkdir()
+    root, outside = _make_document_root(tmp)
+    # Unix socket paths are limited to ~107 bytes: keep them short.
+    sock_dir = Path(os.environ.get("E2E_SOCK_DIR", "/tmp"))
+    sock_base = sock_dir / f"fcgi-lua-e2e-{os.getpid()}"
+    stack = Stack(
+        tmp=tmp,
+        root=root,
+        outside=outside,
+        unix_socket=Path(f"{sock_base}.sock"),
+        debug_socket=Path(f"{sock_base}-debug.sock"),
+        tcp_address=("127.0.0.1", free_port()),
+        nginx_error_log=tmp / "logs" / "nginx-error.log",
+    )
+    try:
+        host, port = stack.tcp_address
+        main = stack.start(
+            "fcgi-lua",
+            fcgi_lua_argv(
+                "serve",
+                "--listen",
+                f"unix:{stack.unix_socket}",
+                "--listen",
+                f"{host}:{port}",
+                "--root",
+                str(root),
+            ),
+            stack.fcgi_log,
+        )
+        debug = stack.start(
+            "fcgi-lua-debug",
+            fcgi_lua_argv(
+                "serve", "--listen", f"unix:{stack.debug_socket}", "--root", str(root), "--debug"
+            ),
+            stack.fcgi_debug_log,
+        )
+        stack.wait_until(main, str(stack.unix_socket), fastcgi=True)
+        stack.wait_until(main, stack.tcp_address, fastcgi=True)
+        stack.wait_until(debug, str(stack.debug_socket), fastcgi=True)
+
+        ports = {name: free_port() for name in ("unix", "tcp", "debug", "passall", "oracle")}
+        conf = render_nginx_conf(stack, ports)
+        nginx_argv = [NGINX, "-p", str(tmp), "-c", str(conf), "-e", str(stack.nginx_error_log)]
+        check = subprocess.run([*nginx_argv, "-t"], capture_output=True, text=True, check=False)
+        if check.returncode != 0:
+            raise RuntimeError(f"nginx -t failed:\n{check.stderr}")
+        nginx = stack.start(
+            "nginx", [*nginx_argv, "-g", "daemon off;"], tmp / "logs" / "nginx-stderr.log"
+        )
+        for name, port in ports.items():
+            stack.wait_until(nginx, ("127.0.0.1", port))
+            stack.urls[name] = f"http://127.0.0.1:{port}"
+        for name in ("unix", "tcp", "debug", "oracle"):
+            resp = http_request(stack.urls[name], "/hello.lua")
+            if resp.status != 200:
+                raise RuntimeError(
+                    f"probe of {name} answered {resp.status}: {resp.text}\n"
+                    f"nginx: {stack.nginx_error_text()}\nfcgi-lua: {stack.fcgi_log_text()}"
+                )
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
+
+
+class Logs:
+    """The log lines a test produced, and the errors it is allowed to produce."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.files = stack.log_files()
+        self.marks = {name: _size(path) for name, path in self.files.items()}
+        self.allowed: list[tuple[str, re.Pattern[str]]] = []
+        self.checked = False
+
+    def new(self, name: str) -> str:
+        """What log ``name`` ("nginx", "fcgi-lua", "fcgi-lua-debug") got since the mark."""
+        path = self.files[name]
+        if not path.exists():
+            return ""
+        with path.open("rb") as f:
+            f.seek(self.marks[name])
+            return f.read().decode("utf-8", "replace")
+
+    def allow(self, name: str, pattern: str) -> None:
+        """Error lines of log ``name`` matching ``pattern`` are expected."""
+        self.allowed.append((name, re.compile(pattern)))
+
+    def wait_for(self, name: str, pattern: str, timeout: float = 5.0) -> str:
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.new(name)
+            match = regex.search(text)
+            if match:
+                return match.group(0)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{name} log never matched {pattern!r}; it got:\n{text}")
+            time.sleep(0.05)
+
+    def unexpected_errors(self) -> list[str]:
+        found = []
+        for name in self.files:
+            regex = NGINX_ERROR if name == "nginx" else FCGI_ERROR
+            for line in self.new(name).splitlines():
+                if not regex.search(line):
+                    continue
+                if any(n == name and p.search(line) for n, p in self.allowed):
+                    continue
+                found.append(f"{name}: {line}")
+        return found
+
+    def assert_no_errors(self) -> None:
+        self.checked = True
+        # Log lines of a finished request can trail its last byte slightly.
+        time.sleep(0.05)
+        errors = self.unexpected_errors()
+        assert not errors, "unexpected errors logged:\n" + "\n".join(errors)
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0

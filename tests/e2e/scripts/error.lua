@@ -1,0 +1,4 @@
+local function explode()
+    error("boom from e2e")
+end
+explode()

@@ -1,0 +1,3 @@
+ngx.say("before")
+ngx.exit(ngx.HTTP_OK)
+ngx.say("never")

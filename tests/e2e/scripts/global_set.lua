@@ -1,0 +1,2 @@
+leaked_global = "set by an earlier request"
+ngx.say("set")

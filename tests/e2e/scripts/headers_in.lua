@@ -1,0 +1,6 @@
+local h = ngx.req.get_headers()
+ngx.say("x-one: ", tostring(h["x-one"]))
+ngx.say("X-One: ", tostring(h["X-One"]))
+ngx.say("x_one: ", tostring(h.x_one))
+ngx.say("user-agent: ", tostring(h["user-agent"]))
+ngx.say("absent: ", tostring(h["x-absent"]))

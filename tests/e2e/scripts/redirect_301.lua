@@ -1,0 +1,1 @@
+return ngx.redirect("http://example.com/moved", 301)

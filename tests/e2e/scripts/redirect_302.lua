@@ -1,0 +1,1 @@
+return ngx.redirect("/hello.lua")

@@ -1,0 +1,2 @@
+ngx.sleep(0.1)
+ngx.say("ok")

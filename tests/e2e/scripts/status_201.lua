@@ -1,0 +1,3 @@
+ngx.status = 201
+ngx.header["Content-Type"] = "text/plain"
+ngx.say("created")

@@ -1,0 +1,5 @@
+ngx.say("method: ", ngx.req.get_method())
+ngx.say("uri: ", ngx.var.uri)
+ngx.say("args: ", tostring(ngx.var.args))
+ngx.say("request_uri: ", ngx.var.request_uri)
+ngx.say("request_method: ", ngx.var.request_method)
