@@ -11,7 +11,14 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from collections.abc import Mapping, Sequence
+
+# How long a resolved path is trusted without following its symlinks again,
+# and how many are kept: a deployment that swaps a symlink is seen within a
+# second; the cache cannot grow past a few hundred KB.
+RESOLVE_CACHE_SECONDS = 1.0
+RESOLVE_CACHE_SIZE = 4096
 
 
 class ScriptRejected(Exception):
@@ -28,10 +35,25 @@ class ScriptResolver:
         self.root = os.path.realpath(root)
         self._root_prefix = self.root.rstrip("/") + "/"
         self.extensions = tuple(extensions)
+        self._cache: dict[bytes, tuple[str, float]] = {}
 
     def resolve(self, params: Mapping[bytes, bytes]) -> str:
         """The real path of the script to run, or raise ScriptRejected."""
         raw = params.get(b"SCRIPT_FILENAME")
+        if raw:
+            cached = self._cache.get(raw)
+            # Following symlinks costs an lstat per path component; a hot
+            # script is re-checked at most once per RESOLVE_CACHE_SECONDS.
+            if cached is not None and cached[1] > time.monotonic():
+                return cached[0]
+        real = self._resolve(raw, params)
+        if raw:
+            if len(self._cache) >= RESOLVE_CACHE_SIZE:
+                self._cache.clear()
+            self._cache[raw] = (real, time.monotonic() + RESOLVE_CACHE_SECONDS)
+        return real
+
+    def _resolve(self, raw: bytes | None, params: Mapping[bytes, bytes]) -> str:
         if not raw:
             script_name = params.get(b"SCRIPT_NAME")
             if not script_name:

@@ -82,6 +82,7 @@ class FastCGIProtocol(asyncio.Protocol):
         self.write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._requests: dict[int, _Tracked] = {}
+        self._corked: list[bytes] = []
         self.peer = "?"
 
     # -- asyncio.Protocol -------------------------------------------------
@@ -136,8 +137,21 @@ class FastCGIProtocol(asyncio.Protocol):
     # -- helpers -----------------------------------------------------------
 
     def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.closed:
-            self.transport.write(data)
+        # Corked: everything written during one loop iteration (a response
+        # and its END_REQUEST, or several multiplexed responses) leaves in
+        # one send() call at the end of the iteration.
+        if self.closed:
+            return
+        if not self._corked:
+            self._corked = [data]
+            asyncio.get_running_loop().call_soon(self._uncork)
+        else:
+            self._corked.append(data)
+
+    def _uncork(self) -> None:
+        corked, self._corked = self._corked, []
+        if self.transport is not None and not self.closed and corked:
+            self.transport.write(b"".join(corked) if len(corked) > 1 else corked[0])
 
     async def drained(self) -> None:
         if not self.write_paused or self.closed:
@@ -156,6 +170,7 @@ class FastCGIProtocol(asyncio.Protocol):
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:
+            self._uncork()
             self.transport.close()
 
     # -- events --------------------------------------------------------------
