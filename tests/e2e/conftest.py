@@ -57,10 +57,31 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     assert not problems, "; ".join(problems) + "\n" + stack.fcgi_log_text()[-4000:]
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    report = yield
+    if report.when == "call":
+        item.stash[CALL_FAILED] = report.failed
+    return report
+
+
+CALL_FAILED = pytest.StashKey[bool]()
+
+
 @pytest.fixture
-def logs(e2e: Stack) -> Iterator[Logs]:
+def logs(e2e: Stack, request: pytest.FixtureRequest) -> Iterator[Logs]:
+    # One wedged or dead responder must fail the rest fast, not make every
+    # remaining test wait for its timeouts.
+    if e2e.broken:
+        pytest.fail(f"the e2e stack broke earlier: {e2e.broken}", pytrace=False)
+    if problem := e2e.dead_service():
+        e2e.broken = problem
+        pytest.fail(problem, pytrace=False)
     watch = Logs(e2e)
     yield watch
+    if request.node.stash.get(CALL_FAILED, False):
+        e2e.check_health()
+        return  # the failure already says what went wrong
     if not watch.checked:
         watch.assert_no_errors()
 

@@ -72,6 +72,7 @@ class Stack:
     urls: dict[str, str] = field(default_factory=dict)
     services: list[Service] = field(default_factory=list)
     nginx_error_log: Path = Path()
+    broken: str = ""  # why the stack can no longer be trusted, once it cannot
 
     # -- logs -------------------------------------------------------------
     @property
@@ -94,6 +95,29 @@ class Stack:
             "fcgi-lua": self.fcgi_log,
             "fcgi-lua-debug": self.fcgi_debug_log,
         }
+
+    # -- health --------------------------------------------------------------
+    def dead_service(self) -> str:
+        for service in self.services:
+            if service.proc.poll() is not None:
+                return (
+                    f"{service.name} died (exit {service.proc.returncode}); its log ends:\n"
+                    + service.log_text()[-3000:]
+                )
+        return ""
+
+    def check_health(self) -> None:
+        """After a failed test: does fcgi-lua still answer through nginx?"""
+        if problem := self.dead_service():
+            self.broken = problem
+            return
+        try:
+            resp = http_request(self.urls["unix"], "/hello.lua", timeout=3)
+        except OSError as exc:
+            self.broken = f"fcgi-lua stopped answering through nginx ({exc!r})"
+            return
+        if resp.status != 200:
+            self.broken = f"fcgi-lua answers {resp.status} to /hello.lua through nginx"
 
     # -- processes ---------------------------------------------------------
     def start(self, name: str, argv: list[str], log: Path) -> Service:

@@ -230,3 +230,37 @@ def test_garbage_closes_only_that_connection(responder: Responder) -> None:
         params(good, 1, script_params(responder, "hello.lua", ""))
         out, _ = read_until_ended(good, {1})
         assert out[1].endswith(b"hello from GET\n")
+
+
+def test_oversized_params_get_431_and_close_only_that_connection(responder: Responder) -> None:
+    with connect(responder) as good, connect(responder) as bad:
+        begin(good, 1)
+        begin(bad, 1)
+        send(bad, FCGI_PARAMS, 1, encode_pair(b"HTTP_X_HUGE", b"x" * 60000))
+        send(bad, FCGI_PARAMS, 1, encode_pair(b"HTTP_X_MORE", b"y" * 60000))
+        out, _ = read_until_ended(bad, {1})
+        assert out[1].startswith(b"Status: 431 Request Header Fields Too Large\r\n")
+        assert bad.recv(100) == b""  # then closed
+        params(good, 1, script_params(responder, "hello.lua", ""))
+        out, _ = read_until_ended(good, {1})
+        assert out[1].endswith(b"hello from GET\n")
+
+
+def test_oversized_body_gets_413_and_the_connection_stays_usable(responder: Responder) -> None:
+    with connect(responder) as sock:
+        begin(sock, 1)
+        pairs = script_params(responder, "hello.lua", "")
+        pairs.update(REQUEST_METHOD="POST", CONTENT_LENGTH=str(2 * 1024 * 1024))
+        data = b"".join(encode_pair(k.encode(), v.encode()) for k, v in pairs.items())
+        send(sock, FCGI_PARAMS, 1, data)
+        send(sock, FCGI_PARAMS, 1)
+        out, _ = read_until_ended(sock, {1})
+        assert out[1].startswith(b"Status: 413 ")
+        # The front server may still send the body it already read: dropped.
+        for _ in range(4):
+            send(sock, FCGI_STDIN, 1, b"z" * 60000)
+        send(sock, FCGI_STDIN, 1)
+        begin(sock, 1)
+        params(sock, 1, script_params(responder, "hello.lua", ""))
+        out, _ = read_until_ended(sock, {1})
+        assert out[1].endswith(b"hello from GET\n")
