@@ -1019,7 +1019,14 @@ end
 -- nginx variables that are not plain CGI params, computed from them.
 local DERIVED = {
     uri = function(v) return v.document_uri or match(v.request_uri or "", "^[^?]*") end,
-    args = function(v) return v.query_string end,
+    -- nginx's $args is "not found" (nil) without a "?", "" after a bare "?".
+    args = function(v)
+        local q = v.query_string
+        if q == "" and not find(v.request_uri or "", "?", 1, true) then
+            return nil
+        end
+        return q
+    end,
     is_args = function(v) return (v.query_string or "") ~= "" and "?" or "" end,
     host = function(v)
         local h = v.http_host
@@ -1058,6 +1065,9 @@ local function get_var(r, name)
         end
     end
     local vars = request_vars(r)
+    if name == "query_string" then
+        name = "args"
+    end
     local v = vars[name]
     if v ~= nil then
         return v

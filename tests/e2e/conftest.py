@@ -13,6 +13,7 @@ One stack per test session, all of it under a temp dir:
   ``debug``    to the --debug instance
   ``passall``  ``location /`` forwards *every* path to fcgi-lua, so the
                responder's own confinement (extension, root) is what's tested
+  ``unbuffered`` like ``unix`` with ``fastcgi_request_buffering off``
   ``oracle``   the same files run by OpenResty (``content_by_lua_file``)
 
 Fixtures: ``e2e`` (the running stack: URLs, paths, log texts) and ``logs``
@@ -30,11 +31,9 @@ import pytest
 from .e2e_stack import HERE, NGINX, Logs, Stack, start_stack
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     here = str(HERE)
-    for item in items:
-        if str(item.fspath).startswith(here):
-            item.add_marker(pytest.mark.e2e)
     # Skip only where nginx is absent on a developer's machine; CI installs
     # it, and there a missing nginx must fail, not pass silently.
     if NGINX is None and not os.environ.get("CI"):

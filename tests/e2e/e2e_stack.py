@@ -281,6 +281,16 @@ http {{
             fastcgi_keep_conn on;
         }}
     }}
+    server {{  # unbuffered: request bodies stream to fcgi-lua as they arrive
+        listen 127.0.0.1:{ports["unbuffered"]};
+        root {root};
+        location ~ [^/]\\.lua(/|$) {{
+            include fcgi_lua_params;
+            fastcgi_pass fcgi_lua;
+            fastcgi_keep_conn on;
+            fastcgi_request_buffering off;
+        }}
+    }}
     server {{  # passall: every path goes to fcgi-lua
         listen 127.0.0.1:{ports["passall"]};
         root {root};
@@ -354,7 +364,10 @@ def start_stack(tmp: Path) -> Stack:
         stack.wait_until(main, stack.tcp_address, fastcgi=True)
         stack.wait_until(debug, str(stack.debug_socket), fastcgi=True)
 
-        ports = {name: free_port() for name in ("unix", "tcp", "debug", "passall", "oracle")}
+        ports = {
+            name: free_port()
+            for name in ("unix", "tcp", "debug", "passall", "oracle", "unbuffered")
+        }
         conf = render_nginx_conf(stack, ports)
         nginx_argv = [NGINX, "-p", str(tmp), "-c", str(conf), "-e", str(stack.nginx_error_log)]
         check = subprocess.run([*nginx_argv, "-t"], capture_output=True, text=True, check=False)

@@ -13,6 +13,8 @@ import pytest
 from .e2e_clients import Response, http_request
 from .e2e_stack import Logs, Stack
 
+pytestmark = pytest.mark.e2e
+
 RUNS = [1, 2]
 
 
@@ -25,6 +27,7 @@ class Case:
     body_re: str | None = None
     method: str = "GET"
     request_headers: tuple[tuple[str, str], ...] = ()
+    request_body: bytes | None = None
     headers: dict[str, str] = field(default_factory=dict)  # expected, names lower-case
     set_cookies: tuple[str, ...] = ()
     oracle: bool = True  # deterministic: compare with OpenResty
@@ -122,6 +125,23 @@ CASES = [
         body_re=r"404 Not Found",
         logged=(("nginx", r"failed to load external Lua file"),),
     ),
+    Case(
+        "post-form",
+        "/body.lua",
+        200,
+        "method: POST\nbytes: 11\nbody: a=1&b=x%20y\narg a = 1\narg b = x y\n",
+        method="POST",
+        request_headers=(("Content-Type", "application/x-www-form-urlencoded"),),
+        request_body=b"a=1&b=x%20y",
+    ),
+    Case(
+        "post-empty",
+        "/body.lua",
+        200,
+        "method: POST\nbytes: 0\nbody: \n",
+        method="POST",
+        request_body=b"",
+    ),
     Case("subdir", "/sub/inner.lua", 200, "inner\n"),
     Case("path-info", "/hello.lua/extra/path", 200, "Hello, world!\n", oracle=False),
 ]
@@ -130,7 +150,13 @@ ORACLE_CASES = [case for case in CASES if case.oracle]
 
 
 def fetch(base: str, case: Case) -> Response:
-    return http_request(base, case.path, method=case.method, headers=list(case.request_headers))
+    return http_request(
+        base,
+        case.path,
+        method=case.method,
+        headers=list(case.request_headers),
+        body=case.request_body,
+    )
 
 
 def normalise_location(value: str | None) -> str | None:

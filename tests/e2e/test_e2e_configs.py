@@ -13,6 +13,8 @@ import pytest
 
 from .e2e_stack import NGINX, REPO
 
+pytestmark = pytest.mark.e2e
+
 DEPLOY = REPO / "deploy"
 
 
@@ -35,6 +37,7 @@ def values(tmp_path: Path) -> dict[str, str]:
         "NGINX": NGINX or "/usr/sbin/nginx",
         "NGINX_DIR": str(tmp_path / "nginx"),
         "NGINX_USER": "",
+        "USER": "nobody",
         "FCGI_LUA": "/usr/local/bin/fcgi-lua",
         "FCGI_LUA_ARGS": "--debug",
     }

@@ -14,6 +14,8 @@ import pytest
 from .e2e_clients import fastcgi_request, http_request, parse_raw_response, raw_http
 from .e2e_stack import Logs, Stack
 
+pytestmark = pytest.mark.e2e
+
 RUNS = [1, 2]
 LUA_LOCATION = re.compile(r"[^/]\.lua(/|$)")  # nginx/fcgi-lua.conf's location
 SECRETS = (b"SECRET-OUTSIDE-ROOT", b"TXT-SECRET", b"LUA-TXT-SECRET", b"root:", b"Hello")
