@@ -26,6 +26,11 @@ from fcgi_lua.scripts import ScriptRejected, ScriptResolver
 
 log = logging.getLogger("fcgi_lua.server")
 
+# Writes are held back until the end of the loop iteration (one send() per
+# iteration) unless this many bytes are waiting: a small response leaves in
+# one piece, a large one is handed to the transport's flow control at once.
+CORK_LIMIT = 64 * 1024
+
 
 class Engine(Protocol):
     def run(self, request: Request, sink: Any) -> Awaitable[None]: ...
@@ -83,6 +88,7 @@ class FastCGIProtocol(asyncio.Protocol):
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._requests: dict[int, _Tracked] = {}
         self._corked: list[bytes] = []
+        self._corked_size = 0
         self.peer = "?"
 
     # -- asyncio.Protocol -------------------------------------------------
@@ -144,12 +150,20 @@ class FastCGIProtocol(asyncio.Protocol):
             return
         if not self._corked:
             self._corked = [data]
+            self._corked_size = len(data)
             asyncio.get_running_loop().call_soon(self._uncork)
         else:
             self._corked.append(data)
+            self._corked_size += len(data)
+        if self._corked_size >= CORK_LIMIT:
+            # Large output goes to the transport now, so that its
+            # high-water mark (pause_writing) sees it and flow control
+            # applies before the next write.
+            self._uncork()
 
     def _uncork(self) -> None:
         corked, self._corked = self._corked, []
+        self._corked_size = 0
         if self.transport is not None and not self.closed and corked:
             self.transport.write(b"".join(corked) if len(corked) > 1 else corked[0])
 

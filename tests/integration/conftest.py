@@ -27,6 +27,7 @@ SCRIPTS = {
     "sleep.lua": 'ngx.sleep(tonumber(ngx.var.arg_t) or 0.1) ngx.say("slept ", ngx.var.arg_id)',
     "big.lua": 'ngx.print(string.rep("x", 200000))',
     "error.lua": "local t = nil\nreturn t.field",
+    "flood.lua": 'for i = 1, 300 do ngx.print(string.rep("x", 65536)) ngx.flush(true) end',
     "forever.lua": "ngx.print('tick') ngx.flush() ngx.sleep(30) ngx.say('late')",
 }
 

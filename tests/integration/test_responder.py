@@ -8,11 +8,15 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import stat
 import struct
 import subprocess
 import time
+from pathlib import Path
 
+import pytest
 from flup.server.fcgi_base import (
     FCGI_BEGIN_REQUEST,
     FCGI_END_REQUEST,
@@ -30,6 +34,7 @@ from flup.server.fcgi_base import (
     encode_pair,
 )
 
+from fcgi_lua.server import bind_unix
 from tests.integration.conftest import Responder
 
 
@@ -264,3 +269,41 @@ def test_oversized_body_gets_413_and_the_connection_stays_usable(responder: Resp
         params(sock, 1, script_params(responder, "hello.lua", ""))
         out, _ = read_until_ended(sock, {1})
         assert out[1].endswith(b"hello from GET\n")
+
+
+def test_flow_control_bounds_what_waits_for_a_slow_reader(responder: Responder) -> None:
+    """A reader that stalls: the script's flushes wait, the buffer stays bounded."""
+    chunk = 65536
+    total = 300 * chunk  # ~20 MB
+    with connect(responder) as sock:
+        begin(sock, 1)
+        params(sock, 1, script_params(responder, "flood.lua", ""))
+        time.sleep(1.0)  # read nothing for a while
+        buffered = [
+            conn.transport.get_write_buffer_size()
+            for conn in list(responder.server.connections)
+            if conn.transport is not None
+        ]
+        high = responder.server.config.write_buffer_high
+        assert buffered, "the connection should be open"
+        assert max(buffered) <= high + 2 * chunk, buffered
+        out, _ = read_until_ended(sock, {1})
+    assert out[1].endswith(b"x" * 1000)
+    assert len(out[1].partition(b"\r\n\r\n")[2]) == total
+
+
+def test_unix_socket_mode_and_stale_socket_replaced(tmp_path: Path) -> None:
+    path = str(tmp_path / "s.sock")
+    first = bind_unix(path, 0o600)
+    first.close()  # leaves a stale socket file behind, as a crash would
+    assert stat.S_ISSOCK(os.lstat(path).st_mode)
+    second = bind_unix(path, 0o640)
+    try:
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+    finally:
+        second.close()
+    regular = tmp_path / "not-a-socket"
+    regular.write_text("keep me")
+    with pytest.raises(OSError):
+        bind_unix(str(regular), 0o600)
+    assert regular.read_text() == "keep me"
