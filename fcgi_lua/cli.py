@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import logging
 import os
 import signal
+import socket
 import sys
 import tomllib
 from collections.abc import Callable, Coroutine, Sequence
@@ -49,7 +51,7 @@ def run_loop(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
     return result
 
 
-def make_engine(config: Config) -> Any:
+def make_engine(config: Config, worker_id: int = 0) -> Any:
     # The Lua VM is created here, in the process that serves (after any fork).
     from fcgi_lua.lua import LuaEngine
 
@@ -58,31 +60,66 @@ def make_engine(config: Config) -> Any:
         recompile=config.recompile,  # type: ignore[arg-type]  # validated by Config
         debug=config.debug,
         log_to_stderr=config.log_to_fcgi_stderr,
+        worker_id=worker_id,
+        worker_count=config.workers,
+        root=config.root,
+        cgi_patterns=config.cgi_patterns,
+        cgi_shebang=config.cgi_shebang,
     )
 
 
 # -- serve ---------------------------------------------------------------------
 
 
-async def _serve(config: Config) -> int:
+async def _serve(
+    config: Config,
+    sockets: Sequence[socket.socket] | None = None,
+    worker_id: int = 0,
+    heartbeat_fd: int | None = None,
+) -> int:
+    """One serving process: the only one (workers = 1) or a forked worker."""
     from fcgi_lua.server import Server
+    from fcgi_lua.workers import HEARTBEAT_INTERVAL, heartbeat, reopen_log_files
 
-    server = Server(config, make_engine(config))
+    server = Server(config, make_engine(config, worker_id))
     # Everything allocated so far (modules, the Lua VM's Python side) lives
     # as long as the worker: keep the collector off it, and collect young
     # objects less often; a request allocates few cycles.
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
     try:
-        await server.start()
+        await server.start(sockets)
     except OSError as exc:
         log.error("cannot listen: %s", exc)
         return 1
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    timeout = config.shutdown_timeout
+
+    def graceful() -> None:
+        stop.set()
+
+    def fast() -> None:
+        nonlocal timeout
+        timeout = 0.0
+        stop.set()
+
     # Signal handlers only queue; the stop happens on the loop below.
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
-        loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, graceful)
+    loop.add_signal_handler(signal.SIGQUIT, graceful)
+    loop.add_signal_handler(signal.SIGINT, fast if sockets is not None else graceful)
+    loop.add_signal_handler(signal.SIGUSR1, reopen_log_files)
+    server.on_max_requests = graceful
+    beat: asyncio.TimerHandle | None = None
+    if heartbeat_fd is not None:
+        os.set_blocking(heartbeat_fd, False)
+
+        def tick() -> None:
+            nonlocal beat
+            heartbeat(heartbeat_fd)
+            beat = loop.call_later(HEARTBEAT_INTERVAL, tick)
+
+        tick()
     log.info(
         "fcgi-lua %s serving %s (runtime %s, pid %d)",
         __version__,
@@ -91,10 +128,18 @@ async def _serve(config: Config) -> int:
         os.getpid(),
     )
     await stop.wait()
-    log.info("stopping")
-    await server.stop()
-    log.info("stopped")
+    log.info("stopping (pid %d)", os.getpid())
+    await server.stop(timeout)
+    if beat is not None:
+        beat.cancel()
+    log.info("stopped (pid %d)", os.getpid())
     return 0
+
+
+def _worker_main(
+    config: Config, sockets: Sequence[socket.socket], worker_id: int, heartbeat_fd: int
+) -> int:
+    return run_loop(lambda: _serve(config, sockets, worker_id, heartbeat_fd))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -113,7 +158,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"fcgi-lua: {exc}", file=sys.stderr)
         return 2
     setup_logging(config)
-    return run_loop(lambda: _serve(config))
+    if config.workers == 1:
+        return run_loop(lambda: _serve(config))
+    from fcgi_lua.server import bind_all
+    from fcgi_lua.workers import Master
+
+    try:
+        sockets = bind_all(config)
+    except OSError as exc:
+        log.error("cannot listen: %s", exc)
+        return 1
+    master = Master(config, lambda: load(args.config, overrides), _worker_main)
+    try:
+        return master.run(sockets)
+    finally:
+        for sock in sockets:
+            if sock.family == socket.AF_UNIX:
+                with contextlib.suppress(OSError):
+                    os.unlink(sock.getsockname())
+            sock.close()
 
 
 # -- run -----------------------------------------------------------------------
@@ -264,7 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         metavar="N",
-        help="worker processes; only 1 until the prefork process manager lands",
+        help="worker processes (default 1: a single process, no master); with N > 1 a "
+        "master binds once, forks N workers and replaces any that die or hang",
     )
     serve.set_defaults(func=cmd_serve)
 

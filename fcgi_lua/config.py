@@ -53,6 +53,13 @@ class Config:
     max_params_count: int = 1000
     # Bodies above this get 413 without being stored (nginx's default is 1m).
     client_max_body_size: int = 1024 * 1024
+    # Bodies up to this size stay in memory, larger ones go to a temp file.
+    # nginx's default is two memory pages (8k on x86-64, 16k on other 64-bit
+    # platforms); 16k keeps a typical form in memory everywhere.
+    client_body_buffer_size: int = 16 * 1024
+    # Where spooled bodies and uploads go; "" is the system temp dir
+    # ($TMPDIR or /tmp).  Keep it off tmpfs for large uploads: tmpfs is RAM.
+    client_body_temp_path: str = ""
     # Answered to FCGI_GET_VALUES; FCGI_MAX_REQS is also the cap on
     # requests in flight per worker: beyond it a request gets 503.
     max_conns: int = 1024
@@ -63,9 +70,18 @@ class Config:
     log_to_fcgi_stderr: bool = False
     # Graceful stop: in-flight requests get this long, then are cancelled.
     shutdown_timeout: float = 10.0
+    # A worker is recycled (gracefully) after this many requests; 0: never.
+    max_requests: int = 0
+    # A worker whose event loop has not sent a heartbeat for this long
+    # (a script stuck in a blocking call) is killed and replaced.
+    worker_hang_timeout: float = 30.0
     # A connection stops being read while more than this many bytes of
     # its responses wait in the socket's write buffer.
     write_buffer_high: int = 256 * 1024
+    # CGI mode (docs/cgi.md): scripts whose path relative to root matches
+    # one of these globs, or whose first line is a "#!...lua" shebang.
+    cgi_patterns: list[str] = field(default_factory=lambda: ["*.cgi.lua", "cgi-bin/*"])
+    cgi_shebang: bool = True
 
     def validate(self, source: str = "config") -> None:
         for spec in OPTIONS.values():
@@ -118,9 +134,20 @@ def _check_root(value: str) -> str | None:
     return None
 
 
+def _not_negative(value: float) -> str | None:
+    return None if value >= 0 else "must be >= 0"
+
+
+def _check_temp_path(value: str) -> str | None:
+    if value and not os.path.isdir(value):
+        return "is not a directory"
+    if value and not os.access(value, os.W_OK | os.X_OK):
+        return "is not writable"
+    return None
+
+
 def _check_workers(value: int) -> str | None:
-    # The prefork process manager is a later issue; until then one worker.
-    return None if value == 1 else "only 1 is supported until the process manager lands"
+    return None if 1 <= value <= 256 else "must be between 1 and 256"
 
 
 def _check_extensions(value: list[str]) -> str | None:
@@ -151,13 +178,19 @@ OPTIONS: dict[str, Option] = {
         Option("max_params_bytes", int, _positive),
         Option("max_params_count", int, _positive),
         Option("client_max_body_size", int, _positive),
+        Option("client_body_buffer_size", int, _positive),
+        Option("client_body_temp_path", str, _check_temp_path),
         Option("max_conns", int, _positive),
         Option("max_reqs", int, _positive),
         Option("log_level", str, _one_of(LOG_LEVELS)),
         Option("error_log", str),
         Option("log_to_fcgi_stderr", bool),
         Option("shutdown_timeout", float, _positive),
+        Option("max_requests", int, _not_negative),
+        Option("worker_hang_timeout", float, _positive),
         Option("write_buffer_high", int, _positive),
+        Option("cgi_patterns", list, None, str),
+        Option("cgi_shebang", bool),
     )
 }
 assert set(OPTIONS) == {f.name for f in dataclasses.fields(Config)}

@@ -15,13 +15,13 @@ import logging
 import os
 import socket
 import stat
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, cast
 
 from fcgi_lua import fastcgi
 from fcgi_lua.config import Config, parse_listen
 from fcgi_lua.http import error_response
-from fcgi_lua.request import BodyTooLarge, Request
+from fcgi_lua.request import Request
 from fcgi_lua.scripts import ScriptRejected, ScriptResolver
 
 log = logging.getLogger("fcgi_lua.server")
@@ -223,10 +223,19 @@ class FastCGIProtocol(asyncio.Protocol):
 
     def _on_params(self, event: fastcgi.Params) -> None:
         server = self.server
-        request = Request(event.params, max_body_size=server.config.client_max_body_size)
+        config = server.config
+        request = Request(
+            event.params,
+            max_body_size=config.client_max_body_size,
+            body_buffer_size=config.client_body_buffer_size,
+            body_temp_dir=config.client_body_temp_path or None,
+        )
         tracked = _Tracked(request)
         self._requests[event.request_id] = tracked
         tracked.task = server.spawn(self._serve(event.request_id, tracked))
+        # Temp files go when the task ends, however it ends (even cancelled
+        # before it ever ran, when its own finally clauses never run).
+        tracked.task.add_done_callback(lambda _: request.close())
 
     def _on_stdin(self, event: fastcgi.Stdin) -> None:
         tracked = self._requests.get(event.request_id)
@@ -300,9 +309,12 @@ class FastCGIProtocol(asyncio.Protocol):
             if server.in_flight > server.config.max_reqs:
                 log.warning("over max_reqs=%d requests in flight; 503", server.config.max_reqs)
                 await sink.write(error_response(503, head=head))
-            elif isinstance(request.body_error, BodyTooLarge):
-                log.warning("%s; 413", request.body_error)
-                await sink.write(error_response(413, head=head))
+            elif request.body_error is not None:
+                # Known before the script runs: CONTENT_LENGTH over the
+                # limit (413) or invalid (400), or all of a bad body came.
+                status = request.body_error.status
+                log.warning("%s; %d", request.body_error, status)
+                await sink.write(error_response(status, head=head))
             else:
                 try:
                     request.script_path = server.resolver.resolve(params)
@@ -333,8 +345,12 @@ class FastCGIProtocol(asyncio.Protocol):
         self._maybe_close()
 
     def _maybe_close(self) -> None:
-        if self.codec.should_close:
+        if self.codec.should_close or (self.server.draining and not self._requests):
             self.close()
+
+    @property
+    def idle(self) -> bool:
+        return not self._requests and not self.codec.active_request_ids
 
 
 class Server:
@@ -348,6 +364,11 @@ class Server:
         self.tasks: set[asyncio.Task[None]] = set()
         self._servers: list[asyncio.AbstractServer] = []
         self._unix_paths: list[str] = []
+        # Set by a graceful stop: connections close as soon as they are idle.
+        self.draining = False
+        self.requests_served = 0
+        # Called once when max_requests is reached (the worker recycles).
+        self.on_max_requests: Callable[[], None] | None = None
 
     @property
     def in_flight(self) -> int:
@@ -356,48 +377,109 @@ class Server:
     def spawn(self, coro: Any) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(self._task_done)
         return task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        self.requests_served += 1
+        limit = self.config.max_requests
+        if limit and self.requests_served == limit and self.on_max_requests is not None:
+            log.info("served max_requests=%d; recycling this worker", limit)
+            self.on_max_requests()
 
     def _protocol(self) -> FastCGIProtocol:
         return FastCGIProtocol(self)
 
-    async def start(self) -> None:
+    async def start(self, sockets: Sequence[socket.socket] | None = None) -> None:
+        """Listen on ``config.listen``, or on sockets a prefork master bound."""
         loop = asyncio.get_running_loop()
-        for address in self.config.listen:
-            kind, where = parse_listen(address)
-            if kind == "unix":
-                path = str(where)
-                sock = bind_unix(path, self.config.socket_mode)
-                self._unix_paths.append(path)
+        owned = sockets is None
+        if sockets is None:
+            sockets = bind_all(self.config)
+        for sock in sockets:
+            if sock.family == socket.AF_UNIX:
                 server = await loop.create_unix_server(self._protocol, sock=sock, backlog=1024)
+                if owned:
+                    self._unix_paths.append(sock.getsockname())
             else:
-                server = await loop.create_server(
-                    self._protocol, kind, int(where), backlog=1024, reuse_address=True
-                )
+                server = await loop.create_server(self._protocol, sock=sock, backlog=1024)
             self._servers.append(server)
-            log.info("listening on %s", address)
+            log.info("listening on %s", describe_socket(sock))
 
     async def stop(self, timeout: float | None = None) -> None:
-        """Stop accepting, let in-flight requests finish, then cancel the rest."""
+        """Stop accepting, let in-flight requests finish, then cancel the rest.
+
+        Idle connections close at once and busy ones right after their
+        last END_REQUEST: nginx retries a request that meets a kept-alive
+        connection closing under it, so a reload under load loses nothing.
+        """
         timeout = self.config.shutdown_timeout if timeout is None else timeout
+        self.draining = True
         for server in self._servers:
             server.close()
         for path in self._unix_paths:
             with contextlib.suppress(OSError):
                 os.unlink(path)
+        for conn in list(self.connections):
+            if conn.idle:
+                conn.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         if self.tasks:
             log.info("waiting up to %.1fs for %d request(s)", timeout, len(self.tasks))
-            _, pending = await asyncio.wait(set(self.tasks), timeout=timeout)
-            for task in pending:
-                task.cancel()
-            if pending:
-                log.warning("cancelled %d request(s) still running at shutdown", len(pending))
-                await asyncio.wait(pending, timeout=1.0)
+        while self.tasks and loop.time() < deadline:
+            await asyncio.wait(set(self.tasks), timeout=deadline - loop.time())
+        pending = set(self.tasks)
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.warning("cancelled %d request(s) still running at shutdown", len(pending))
+            await asyncio.wait(pending, timeout=1.0)
         for conn in list(self.connections):
             conn.close()
         for server in self._servers:
             await server.wait_closed()
+
+
+def bind_all(config: Config) -> list[socket.socket]:
+    """Bind every ``listen`` address once (a prefork master shares them)."""
+    sockets = []
+    try:
+        for address in config.listen:
+            kind, where = parse_listen(address)
+            if kind == "unix":
+                sockets.append(bind_unix(str(where), config.socket_mode))
+            else:
+                sockets.append(bind_tcp(kind, int(where)))
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    for sock in sockets:
+        sock.listen(1024)
+        sock.setblocking(False)
+    return sockets
+
+
+def bind_tcp(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"cannot bind {host}:{port}: {exc.strerror}") from exc
+    return sock
+
+
+def describe_socket(sock: socket.socket) -> str:
+    name = sock.getsockname()
+    if sock.family == socket.AF_UNIX:
+        return f"unix:{name}"
+    host, port = name[0], name[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def bind_unix(path: str, mode: int) -> socket.socket:

@@ -11,20 +11,16 @@ from __future__ import annotations
 import os
 import socket
 import stat
-import struct
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 from flup.server.fcgi_base import (
-    FCGI_BEGIN_REQUEST,
     FCGI_END_REQUEST,
     FCGI_GET_VALUES,
     FCGI_GET_VALUES_RESULT,
-    FCGI_KEEP_CONN,
     FCGI_PARAMS,
-    FCGI_RESPONDER,
     FCGI_STDIN,
     FCGI_STDOUT,
     FCGI_UNKNOWN_ROLE,
@@ -36,6 +32,7 @@ from flup.server.fcgi_base import (
 
 from fcgi_lua.server import bind_unix
 from tests.integration.conftest import Responder
+from tests.integration.fcgi_client import begin, params, read_until_ended, send
 
 
 def cgi_request(
@@ -99,39 +96,6 @@ def test_missing_script_404_and_error_500(responder: Responder, cgi_fcgi: str) -
 
 
 # -- flup6's Record: multiplexing and management records -----------------------
-
-
-def send(sock: socket.socket, rtype: int, request_id: int, data: bytes = b"") -> None:
-    record = Record(rtype, request_id)
-    record.contentData = data
-    record.contentLength = len(data)
-    record.write(sock)
-
-
-def begin(sock: socket.socket, request_id: int, role: int = FCGI_RESPONDER) -> None:
-    send(sock, FCGI_BEGIN_REQUEST, request_id, struct.pack("!HB5x", role, FCGI_KEEP_CONN))
-
-
-def params(sock: socket.socket, request_id: int, pairs: dict[str, str]) -> None:
-    data = b"".join(encode_pair(k.encode(), v.encode()) for k, v in pairs.items())
-    send(sock, FCGI_PARAMS, request_id, data)
-    send(sock, FCGI_PARAMS, request_id)
-    send(sock, FCGI_STDIN, request_id)
-
-
-def read_until_ended(sock: socket.socket, ids: set[int]) -> tuple[dict[int, bytes], list[int]]:
-    """Collect STDOUT per request until every id got END_REQUEST."""
-    out: dict[int, bytes] = {i: b"" for i in ids}
-    order: list[int] = []
-    while ids:
-        record = Record()
-        record.read(sock)
-        if record.type == FCGI_STDOUT:
-            out[record.requestId] += record.contentData
-        elif record.type == FCGI_END_REQUEST:
-            ids.discard(record.requestId)
-            order.append(record.requestId)
-    return out, order
 
 
 def connect(responder: Responder) -> socket.socket:

@@ -1,0 +1,301 @@
+"""The prefork master: bind once, fork workers, watch them, reload, stop.
+
+The master is plain synchronous Python: no event loop and no Lua VM, so a
+fork copies nothing a worker must not share.  Each worker creates its own
+uvloop loop and Lua VM after the fork and serves on the inherited sockets.
+
+Signal handlers only queue the signal and wake the loop (a self-pipe); the
+loop handles it in ``handle_<signal>``.  Workers prove their event loop is
+alive by writing a byte to a pipe every HEARTBEAT_INTERVAL; one that stays
+silent for ``worker_hang_timeout`` (a script stuck in a blocking call) is
+killed and replaced.
+
+Signals: SIGHUP reload (config re-read; new workers start, old ones finish
+their requests), SIGTERM/SIGQUIT graceful stop, SIGINT fast stop, SIGUSR1
+reopen log files (master and workers).  SIGCHLD reaps and replaces.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import select
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from fcgi_lua.config import Config, ConfigError
+
+log = logging.getLogger("fcgi_lua.master")
+
+# A worker's loop writes a heartbeat this often; the master checks as often.
+HEARTBEAT_INTERVAL = 1.0
+# A worker that dies sooner than this after its start counts as a crash
+# loop: replacements wait 0.5 s, 1 s, 2 s ... up to MAX_BACKOFF between tries.
+QUICK_DEATH = 2.0
+MAX_BACKOFF = 30.0
+
+WorkerMain = Callable[[Config, Sequence[socket.socket], int, int], int]
+
+
+@dataclass
+class Worker:
+    pid: int
+    slot: int
+    generation: int
+    heartbeat_fd: int
+    started: float
+    last_beat: float
+    retiring: bool = False
+    killed_for_hang: bool = False
+
+
+@dataclass
+class Master:
+    config: Config
+    reload_config: Callable[[], Config]
+    worker_main: WorkerMain
+    sockets: list[socket.socket] = field(default_factory=list)
+    workers: dict[int, Worker] = field(default_factory=dict)
+    generation: int = 0
+    stopping: bool = False
+    _signals: list[int] = field(default_factory=list)
+    _wakeup_r: int = -1
+    _wakeup_w: int = -1
+    _crashes: int = 0
+    _next_spawn: float = 0.0
+
+    # -- main loop -------------------------------------------------------------
+
+    def run(self, sockets: list[socket.socket]) -> int:
+        self.sockets = sockets
+        self._wakeup_r, self._wakeup_w = os.pipe()
+        os.set_blocking(self._wakeup_r, False)
+        os.set_blocking(self._wakeup_w, False)
+        for handled in (
+            signal.SIGHUP,
+            signal.SIGTERM,
+            signal.SIGQUIT,
+            signal.SIGINT,
+            signal.SIGUSR1,
+            signal.SIGCHLD,
+        ):
+            signal.signal(handled, self._queue_signal)
+        log.info(
+            "master %d starting %d worker(s) (runtime %s)",
+            os.getpid(),
+            self.config.workers,
+            self.config.lua_runtime,
+        )
+        self._maintain()
+        while self.workers or not self.stopping:
+            self._wait(HEARTBEAT_INTERVAL / 2)
+            for signum in self._take_signals():
+                handler = getattr(self, f"handle_{signal.Signals(signum).name.lower()}")
+                handler()
+            self._reap()
+            self._check_heartbeats()
+            if not self.stopping:
+                self._maintain()
+        log.info("master %d stopped", os.getpid())
+        return 0
+
+    def _queue_signal(self, signum: int, frame: object) -> None:
+        self._signals.append(signum)
+        # A full pipe means the loop is awake anyway.
+        with contextlib.suppress(OSError):
+            os.write(self._wakeup_w, b"!")
+
+    def _take_signals(self) -> list[int]:
+        taken, self._signals = self._signals, []
+        return taken
+
+    def _wait(self, timeout: float) -> None:
+        fds = [self._wakeup_r, *(w.heartbeat_fd for w in self.workers.values())]
+        try:
+            ready, _, _ = select.select(fds, [], [], timeout)
+        except InterruptedError:
+            return
+        now = time.monotonic()
+        for fd in ready:
+            try:
+                data = os.read(fd, 4096)
+            except BlockingIOError:
+                continue
+            if fd == self._wakeup_r:
+                continue
+            for worker in self.workers.values():
+                if worker.heartbeat_fd == fd and data:
+                    worker.last_beat = now
+
+    # -- workers -----------------------------------------------------------------
+
+    def _maintain(self) -> None:
+        active = [w for w in self.workers.values() if not w.retiring]
+        free = sorted(set(range(self.config.workers)) - {w.slot for w in active})
+        for slot in free:
+            if time.monotonic() < self._next_spawn:
+                return
+            self._spawn(slot)
+
+    def _spawn(self, slot: int) -> None:
+        beat_r, beat_w = os.pipe()
+        os.set_blocking(beat_r, False)
+        config = self.config
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            code = 1
+            try:
+                os.close(beat_r)
+                os.close(self._wakeup_r)
+                os.close(self._wakeup_w)
+                for worker in self.workers.values():
+                    os.close(worker.heartbeat_fd)
+                for signum in (signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD):
+                    signal.signal(signum, signal.SIG_DFL)
+                os.environ["FCGI_LUA_HEARTBEAT_FD"] = str(beat_w)
+                code = self.worker_main(config, self.sockets, slot, beat_w)
+            except BaseException:
+                log.exception("worker %d failed", os.getpid())
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        os.close(beat_w)
+        now = time.monotonic()
+        self.workers[pid] = Worker(pid, slot, self.generation, beat_r, now, now)
+        log.info("started worker %d (slot %d)", pid, slot)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            worker = self.workers.pop(pid, None)
+            if worker is None:
+                continue
+            os.close(worker.heartbeat_fd)
+            lived = time.monotonic() - worker.started
+            if os.WIFSIGNALED(status):
+                how = f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+            else:
+                how = f"exited with status {os.WEXITSTATUS(status)}"
+            clean = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+            if worker.retiring or self.stopping:
+                log.info("worker %d %s after %.1fs", pid, how, lived)
+            elif clean:
+                log.info("worker %d recycled (%s); replacing it", pid, how)
+                self._crashes = 0
+            else:
+                reason = " (hung)" if worker.killed_for_hang else ""
+                if lived < QUICK_DEATH:
+                    self._crashes += 1
+                    delay = min(MAX_BACKOFF, 0.5 * 2 ** (self._crashes - 1))
+                    self._next_spawn = time.monotonic() + delay
+                    log.error(
+                        "worker %d %s%s after %.1fs; replacing it in %.1fs (crash %d in a row)",
+                        pid, how, reason, lived, delay, self._crashes,
+                    )  # fmt: skip
+                else:
+                    self._crashes = 0
+                    log.error("worker %d %s%s after %.1fs; replacing it", pid, how, reason, lived)
+
+    def _check_heartbeats(self) -> None:
+        now = time.monotonic()
+        timeout = self.config.worker_hang_timeout
+        for worker in self.workers.values():
+            if worker.killed_for_hang or now - worker.last_beat < timeout:
+                continue
+            log.error(
+                "worker %d sent no heartbeat for %.1fs (worker_hang_timeout); killing it",
+                worker.pid,
+                now - worker.last_beat,
+            )
+            worker.killed_for_hang = True
+            self._kill(worker.pid, signal.SIGKILL)
+
+    def _signal_workers(self, signum: int, workers: Sequence[Worker] | None = None) -> None:
+        for worker in list(self.workers.values()) if workers is None else workers:
+            self._kill(worker.pid, signum)
+
+    @staticmethod
+    def _kill(pid: int, signum: int) -> None:
+        try:
+            os.kill(pid, signum)
+        except OSError as exc:
+            if exc.errno != errno.ESRCH:
+                raise
+
+    # -- signals -------------------------------------------------------------------
+
+    def handle_sighup(self) -> None:
+        try:
+            config = self.reload_config()
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running workers: %s", exc)
+            return
+        if sorted(config.listen) != sorted(self.config.listen):
+            log.warning("listen addresses cannot change on reload; restart to change them")
+            config.listen = self.config.listen
+        old = [w for w in self.workers.values() if not w.retiring]
+        for worker in old:
+            worker.retiring = True
+        self.config = config
+        self.generation += 1
+        self._crashes = 0
+        self._next_spawn = 0.0
+        log.info("reloading: starting %d new worker(s)", config.workers)
+        self._maintain()
+        # The old generation stops accepting now and finishes its requests.
+        self._signal_workers(signal.SIGQUIT, old)
+
+    def handle_sigterm(self) -> None:
+        log.info("graceful stop")
+        self.stopping = True
+        self._signal_workers(signal.SIGTERM)
+
+    handle_sigquit = handle_sigterm
+
+    def handle_sigint(self) -> None:
+        log.info("fast stop")
+        self.stopping = True
+        self._signal_workers(signal.SIGINT)
+
+    def handle_sigusr1(self) -> None:
+        reopen_log_files()
+        self._signal_workers(signal.SIGUSR1)
+
+    def handle_sigchld(self) -> None:
+        pass  # reaping happens on every turn of the loop
+
+
+def reopen_log_files() -> None:
+    """SIGUSR1: logrotate moved our files; open them again by name."""
+    for logger in (logging.getLogger("fcgi_lua"), logging.getLogger()):
+        for handler in logger.handlers:
+            if isinstance(handler, logging.FileHandler):
+                handler.acquire()
+                try:
+                    handler.close()
+                    handler.stream = handler._open()
+                finally:
+                    handler.release()
+
+
+def heartbeat(fd: int) -> None:
+    """Called from a worker's event loop: the loop is alive."""
+    try:
+        os.write(fd, b".")
+    except BlockingIOError:
+        pass  # the master is behind on reading: it knows we are alive
+    except OSError:
+        # The master is gone: nobody will replace us, stop serving.
+        print("fcgi-lua worker: master gone, exiting", file=sys.stderr)
+        os._exit(1)

@@ -1,0 +1,203 @@
+"""The prefork master, run as users run it: ``fcgi-lua serve --workers 2``.
+
+Workers are real processes; the tests kill, hang, reload and recycle them
+and check that requests keep being answered.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import free_port
+from tests.integration.fcgi_client import get
+
+SCRIPTS = {
+    "pid.lua": "ngx.say(ngx.worker.pid())",
+    "slow.lua": "ngx.sleep(0.2) ngx.say(ngx.worker.pid())",
+    # A blocking call: the worker's event loop stops, and so do its heartbeats.
+    "block.lua": 'os.execute("sleep 30") ngx.say("woke")',
+}
+
+
+@dataclass
+class Stack:
+    process: subprocess.Popen[bytes]
+    address: tuple[str, int]
+    root: Path
+    log_path: Path
+    config_path: Path
+
+    def get(self, script: str, timeout: float = 10) -> bytes:
+        return get(self.address, str(self.root / script), timeout=timeout)
+
+    def pid_of_answer(self, script: str = "pid.lua") -> int:
+        response = self.get(script)
+        assert response.startswith(b"Status: 200"), response
+        return int(response.rpartition(b"\r\n\r\n")[2])
+
+    def workers(self) -> set[int]:
+        out = subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(self.process.pid)],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        return {int(pid) for pid in out.split()}
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
+    root = tmp_path / "www"
+    root.mkdir()
+    for name, text in SCRIPTS.items():
+        (root / name).write_text(text)
+    port = free_port()
+    extra = getattr(request, "param", "")
+    config_path = tmp_path / "fcgi-lua.toml"
+    config_path.write_text(
+        f'root = "{root}"\nlisten = ["127.0.0.1:{port}"]\nworkers = 2\n'
+        f"worker_hang_timeout = 2.0\nshutdown_timeout = 5.0\n{extra}"
+    )
+    log_path = tmp_path / "fcgi-lua.log"
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "fcgi_lua", "serve", "--config", str(config_path)],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    stack = Stack(process, ("127.0.0.1", port), root, log_path, config_path)
+    try:
+        wait_for(lambda: len(stack.workers()) == 2, 20, "two workers")
+        wait_for(lambda: stack.log().count("serving") >= 2, 20, "workers to listen")
+        yield stack
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def test_two_workers_share_the_socket_and_a_dead_one_is_replaced(stack: Stack) -> None:
+    before = stack.workers()
+    assert stack.pid_of_answer() in before
+    victim = min(before)
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: len(stack.workers() - before) == 1, 10, "a replacement worker")
+    assert victim not in stack.workers()
+    for _ in range(10):
+        assert stack.pid_of_answer() in stack.workers()
+    assert f"worker {victim} killed by SIGKILL" in stack.log()
+
+
+def test_a_hung_worker_is_killed_and_the_other_keeps_serving(stack: Stack) -> None:
+    before = stack.workers()
+    outcome: list[object] = []
+
+    def blocked_request() -> None:
+        try:
+            outcome.append(stack.get("block.lua", timeout=30))
+        except (OSError, EOFError) as exc:  # its worker is killed under it
+            outcome.append(exc)
+
+    blocker = threading.Thread(target=blocked_request, daemon=True)
+    blocker.start()
+    time.sleep(0.3)
+    # The other worker still answers while one is stuck.
+    assert stack.pid_of_answer() in before
+    wait_for(lambda: "sent no heartbeat" in stack.log(), 10, "the hang to be noticed")
+    wait_for(lambda: len(stack.workers() - before) == 1, 10, "a replacement worker")
+    assert "(hung)" in stack.log()
+    blocker.join(5)
+    assert outcome and not isinstance(outcome[0], bytes)  # that one request is lost
+
+
+def test_reload_under_load_loses_no_request(stack: Stack) -> None:
+    before = stack.workers()
+    failures: list[str] = []
+    answered = 0
+    done = threading.Event()
+
+    def hammer() -> None:
+        nonlocal answered
+        while not done.is_set():
+            try:
+                response = stack.get("slow.lua")
+            except OSError as exc:
+                failures.append(repr(exc))
+                continue
+            if response.startswith(b"Status: 200"):
+                answered += 1
+            else:
+                failures.append(response[:80].decode("latin-1"))
+
+    clients = [threading.Thread(target=hammer) for _ in range(8)]
+    for client in clients:
+        client.start()
+    time.sleep(0.5)
+    stack.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: not (stack.workers() & before), 15, "the old workers to leave")
+    time.sleep(0.5)
+    done.set()
+    for client in clients:
+        client.join(15)
+    assert failures == []
+    assert answered > 20
+    assert len(stack.workers()) == 2
+    assert "reloading: starting 2 new worker(s)" in stack.log()
+
+
+def test_a_bad_config_on_reload_keeps_the_running_workers(stack: Stack) -> None:
+    before = stack.workers()
+    stack.config_path.write_text(stack.config_path.read_text() + 'recompile = "sometimes"\n')
+    stack.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: "reload refused" in stack.log(), 10, "the reload to be refused")
+    assert "recompile: must be one of" in stack.log()
+    assert stack.workers() == before
+    assert stack.pid_of_answer() in before
+
+
+@pytest.mark.parametrize("stack", ["max_requests = 3\n"], indirect=True)
+def test_max_requests_recycles_a_worker(stack: Stack) -> None:
+    first = stack.workers()
+    for _ in range(12):
+        assert stack.pid_of_answer() > 0
+    wait_for(lambda: bool(stack.workers() - first), 10, "a recycled worker")
+    assert "recycling this worker" in stack.log()
+    assert "recycled (exited with status 0)" in stack.log()
+
+
+def test_sigterm_waits_for_requests_then_exits_cleanly(stack: Stack) -> None:
+    result: list[bytes] = []
+    slow = threading.Thread(target=lambda: result.append(stack.get("slow.lua")))
+    slow.start()
+    time.sleep(0.05)
+    stack.process.send_signal(signal.SIGTERM)
+    assert stack.process.wait(15) == 0
+    slow.join(5)
+    assert result and result[0].startswith(b"Status: 200")
+    assert "master" in stack.log() and "stopped" in stack.log()
