@@ -247,7 +247,10 @@ async def _run_once(config: Config, request: Request, body: bytes | None) -> int
     if body is not None:
         request.feed_body(body)
         request.end_body()
-    await engine.run(request, sink)
+    try:
+        await engine.run(request, sink)
+    finally:
+        request.close()  # its temp files (a spooled --body, uploads)
     head = b"".join(sink.chunks)[:16]
     return 1 if head.startswith(b"Status: 5") else 0
 
@@ -274,7 +277,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     setup_logging(config)
     request = Request(
-        params, script, max_body_size=max(config.client_max_body_size, len(body or b""))
+        params,
+        script,
+        max_body_size=max(config.client_max_body_size, len(body or b"")),
+        body_buffer_size=config.client_body_buffer_size,
+        body_temp_dir=config.client_body_temp_path or None,
     )
     return run_loop(lambda: _run_once(config, request, body))
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import fnmatch
 import hashlib
 import importlib
 import logging
@@ -25,7 +26,11 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Literal, Protocol
 
+from fcgi_lua import __version__
+from fcgi_lua.body import BodyError, BodyStorageError
+from fcgi_lua.forms import Multipart, MultipartError
 from fcgi_lua.http import error_page, header_block, reason_phrase
+from fcgi_lua.lua import cosocket
 from fcgi_lua.lua.runtimes import DEFAULT_RUNTIME, new_runtime
 
 log = logging.getLogger("fcgi_lua.lua")
@@ -62,7 +67,18 @@ class LuaRequest(Protocol):
     @property
     def params(self) -> Sequence[tuple[bytes, bytes]]: ...
 
-    async def read_body(self) -> bytes: ...
+    # The body (fcgi_lua.request.Request implements these).
+    async def wait_body(self) -> None: ...
+
+    @property
+    def body_data(self) -> bytes | None: ...
+
+    @property
+    def body_path(self) -> str | None: ...
+
+    def discard_body(self) -> None: ...
+
+    async def multipart(self, max_parts: int) -> Multipart: ...
 
 
 class OutputSink(Protocol):
@@ -193,8 +209,56 @@ async def _do_write(request: LuaRequest, sink: OutputSink, data: Any) -> Any:
     return 1
 
 
+def _body_failure(request: LuaRequest, exc: BodyError) -> dict[bytes, Any]:
+    # The script's read ends the request with this status, as in nginx.
+    level = logging.ERROR if exc.status >= 500 else logging.WARNING
+    log.log(level, "%s: %s; %d", request.script_path, exc, exc.status)
+    return {b"status": exc.status, b"err": str(exc).encode("utf-8", "replace")}
+
+
 async def _do_read_body(request: LuaRequest, sink: OutputSink, arg: Any) -> Any:
-    return await request.read_body()
+    # -> {data = string} | {file = path} | {status = 413, err = ...}
+    try:
+        await request.wait_body()
+    except BodyError as exc:
+        return _body_failure(request, exc)
+    path = request.body_path
+    if path is not None:
+        return {b"file": os.fsencode(path)}
+    return {b"data": request.body_data or b""}
+
+
+async def _do_discard_body(request: LuaRequest, sink: OutputSink, arg: Any) -> Any:
+    request.discard_body()
+    return None
+
+
+async def _do_multipart(request: LuaRequest, sink: OutputSink, max_parts: Any) -> Any:
+    # -> {fields = {name = value | {values}}, files = {...}, truncated = bool}
+    #    | {err = "..."} (a malformed body) | {status = N} (no body to parse)
+    try:
+        form = await request.multipart(int(max_parts))
+    except BodyError as exc:
+        return _body_failure(request, exc)
+    except MultipartError as exc:
+        log.info("%s: %s", request.script_path, exc)
+        return {b"err": str(exc).encode("utf-8", "replace")}
+    except OSError as exc:
+        return _body_failure(request, BodyStorageError(f"cannot store an upload: {exc}"))
+    fields = {
+        name: values[0] if len(values) == 1 else values for name, values in form.fields.items()
+    }
+    files = [
+        {
+            b"name": f.name,
+            b"filename": f.filename,
+            b"content_type": f.content_type,
+            b"size": f.size,
+            b"path": os.fsencode(f.path),
+        }
+        for f in form.files
+    ]
+    return {b"fields": fields, b"files": files, b"truncated": form.truncated}
 
 
 # What a coroutine may yield, and how Python performs it.  Later issues
@@ -203,6 +267,9 @@ COMMANDS: dict[bytes, _Command] = {
     b"sleep": _do_sleep,
     b"write": _do_write,
     b"read_body": _do_read_body,
+    b"discard_body": _do_discard_body,
+    b"multipart": _do_multipart,
+    b"cosocket": cosocket.perform,  # ngx.socket.* waits (socket.lua)
 }
 
 
@@ -224,6 +291,9 @@ class LuaEngine:
         default_type: bytes = DEFAULT_CONTENT_TYPE,
         worker_id: int = 0,
         worker_count: int = 1,
+        root: str = "",
+        cgi_patterns: Sequence[str] = (),
+        cgi_shebang: bool = True,
     ) -> None:
         self.runtime_name = runtime
         self.debug = debug
@@ -252,6 +322,10 @@ class LuaEngine:
                 b"pid": os.getpid(),
                 b"worker_id": worker_id,
                 b"worker_count": worker_count,
+                b"version": __version__.encode(),
+                b"runtime": runtime.encode(),
+                b"root": os.fsencode(root),
+                b"cgi_shebang": cgi_shebang,
             }
         )
         source = resources.files("fcgi_lua.lua").joinpath("ngx.lua").read_bytes()
@@ -262,10 +336,24 @@ class LuaEngine:
         if prelude is None:
             raise RuntimeError(f"cannot load ngx.lua: {err!r}")
         driver = prelude(helpers)
+        # The layers over the ngx API: CGI mode, then the mk.* API.
+        for layer in ("cgi.lua", "mk.lua"):
+            self._load_layer(layer, helpers, driver[b"extensions"])
+        self._cgi = CgiMarker(root, cgi_patterns)
+        # ngx.socket.* and require "resty.X" (socket.lua, cosocket.py)
+        self.cosockets = cosocket.install(lua, driver[b"extensions"])
         self._start = driver[b"start"]
         self._drive = driver[b"drive"]
         self._abort = driver[b"abort"]
         self.cache = CodeCache(driver[b"compile"], recompile)
+
+    def _load_layer(self, name: str, helpers: Any, extensions: Any) -> None:
+        source = resources.files("fcgi_lua.lua").joinpath(name).read_bytes()
+        loaded = self._lua.eval(b"loadstring or load")(source, b"@" + name.encode())
+        chunk, err = loaded if isinstance(loaded, tuple) else (loaded, None)
+        if chunk is None:
+            raise RuntimeError(f"cannot load {name}: {err!r}")
+        chunk(helpers, extensions)
 
     # -- helpers called from Lua ---------------------------------------------
 
@@ -290,7 +378,9 @@ class LuaEngine:
         lua_error = self._lua_error
         self._sink = sink
         try:
-            r, cmd, arg, extra = self._start(factory, self._lua.table_from(flat), time.time())
+            r, cmd, arg, extra = self._start(
+                factory, self._lua.table_from(flat), time.time(), self._cgi(request.script_path)
+            )
         except lua_error as exc:
             await self._fail(request, sink, f"{request.script_path}: {exc}", emitted=False)
             return
@@ -301,6 +391,8 @@ class LuaEngine:
                 if handler is None:
                     break
                 value = await handler(request, sink, arg)
+                if type(value) is dict:  # a result with several parts: a Lua table
+                    value = self._lua.table_from(value, recursive=True)
                 self._sink = sink
                 cmd, arg, extra = self._drive(r, time.time(), value)
         except asyncio.CancelledError:
@@ -315,6 +407,8 @@ class LuaEngine:
         except BaseException:
             self._abort(r)
             raise
+        finally:
+            self.cosockets.release(r)  # sockets left open die with the request
         if cmd == b"done":
             if arg:
                 await sink.write(arg)
@@ -350,6 +444,31 @@ class LuaEngine:
                 [(b"Content-Type", b"text/html"), (b"Content-Length", str(len(body)).encode())],
             )
         await sink.write(block if head else block + body)
+
+
+class CgiMarker:
+    """Which scripts run in CGI mode (docs/cgi.md): those whose path,
+    relative to the document root, matches one of ``cgi_patterns``
+    (fnmatch; ``*`` crosses ``/``).  The ``#!lua`` first-line marker is
+    checked in Lua, when the chunk is compiled."""
+
+    def __init__(self, root: str, patterns: Sequence[str]) -> None:
+        self._root = os.path.realpath(root) if root else ""
+        self._patterns = tuple(patterns)
+        self._known: dict[str, bool] = {}
+
+    def __call__(self, path: str) -> bool:
+        if not self._patterns:
+            return False
+        known = self._known.get(path)
+        if known is None:
+            rel = path
+            if self._root and path.startswith(self._root + os.sep):
+                rel = path[len(self._root) + 1 :]
+            known = any(fnmatch.fnmatchcase(rel, p) for p in self._patterns)
+            if len(self._known) < 10_000:  # bounded: paths come from requests
+                self._known[path] = known
+        return known
 
 
 class _Null:

@@ -569,7 +569,7 @@ local function header_block(r, status, content_length, streaming, error_type)
         lines[#lines + 1] = "Content-Type: " .. error_type .. "\r\n"
     elseif ct then
         lines[#lines + 1] = "Content-Type: " .. ct[#ct] .. "\r\n"
-    elseif not NO_BODY_STATUS[status] then
+    elseif not NO_BODY_STATUS[status] and not r.cgi then -- CGI: as the script said
         lines[#lines + 1] = "Content-Type: " .. DEFAULT_TYPE .. "\r\n"
     end
     local cl = hvals["content-length"]
@@ -1056,7 +1056,30 @@ local NOT_CHANGEABLE = {
     request_filename = true, https = true, is_args = true, query_string = false,
 }
 
+-- Every Cookie header of the request, joined with "; " the way nginx's
+-- $http_cookie joins them (nginx 1.22 sends one HTTP_COOKIE param per
+-- header line over FastCGI).
+local function cookie_header(r)
+    local cookies = r.cookie_header
+    if cookies == nil then
+        local parts = {}
+        local params = r.params
+        for i = 1, #params, 2 do
+            if params[i] == "HTTP_COOKIE" then
+                parts[#parts + 1] = params[i + 1]
+            end
+        end
+        cookies = concat(parts, "; ")
+        r.cookie_header = cookies
+    end
+    return cookies
+end
+
 local function get_var(r, name)
+    if name == "http_cookie" then
+        local cookies = cookie_header(r)
+        return cookies ~= "" and cookies or nil
+    end
     local override = r.var_set
     if override then
         local v = override[name]
@@ -1081,19 +1104,7 @@ local function get_var(r, name)
         local args = get_var(r, "args")
         return args and first_arg(args, rest)
     elseif prefix == "cookie" then
-        local cookies = r.cookie_header
-        if cookies == nil then
-            local parts = {}
-            local params = r.params
-            for i = 1, #params, 2 do
-                if params[i] == "HTTP_COOKIE" then
-                    parts[#parts + 1] = params[i + 1]
-                end
-            end
-            cookies = concat(parts, "; ")
-            r.cookie_header = cookies
-        end
-        return cookie_value(cookies, rest)
+        return cookie_value(cookie_header(r), rest)
     end
     return nil
 end
@@ -1303,33 +1314,79 @@ function req.raw_header(no_request_line)
     return concat(lines)
 end
 
+-- The body (docs/lua-api.md "Request body").  Python keeps the bytes (in
+-- memory up to client_body_buffer_size, else in a temp file); the script
+-- sees r.body_state: nil (not read), "memory" (r.body), "file"
+-- (r.body_file) or "discarded".
+local io_open = io.open
+
 function req.read_body()
     local r = cur
     if not r then
         no_request()
     end
-    if r.body == nil then
-        r.body = co_yield(IO, "read_body")
+    if r.body_state then
+        return
+    end
+    local res = co_yield(IO, "read_body")
+    if res.status then
+        -- As nginx: a body too large (413), short or malformed (400), or one
+        -- that could not be stored (500) ends the request with that status.
+        r.body_state = "failed"
+        return ngx.exit(res.status)
+    end
+    if res.file then
+        r.body_state = "file"
+        r.body_file = res.file
+    else
+        r.body_state = "memory"
+        r.body = res.data
     end
 end
 
 function req.discard_body()
+    local r = cur
+    if not r then
+        no_request()
+    end
+    if r.body_state then
+        return -- already read: nothing to discard
+    end
+    r.body_state = "discarded"
+    co_yield(IO, "discard_body")
 end
 
-function req.get_body_data()
+function req.get_body_data(max_bytes)
     local r = cur
     if not r then
         no_request()
     end
     local body = r.body
-    if body == nil or body == "" then
+    if r.body_state ~= "memory" or body == "" then
         return nil
+    end
+    if max_bytes ~= nil then
+        local n = tonumber(max_bytes)
+        if n == nil then
+            error("bad argument #1 to 'get_body_data' (number expected, got "
+                  .. type(max_bytes) .. ")", 2)
+        end
+        if n > 0 and n < #body then
+            return sub(body, 1, n)
+        end
     end
     return body
 end
 
 function req.get_body_file()
-    return nil
+    local r = cur
+    if not r then
+        no_request()
+    end
+    if r.body_state ~= "file" then
+        return nil
+    end
+    return r.body_file
 end
 
 function req.get_post_args(max)
@@ -1337,10 +1394,55 @@ function req.get_post_args(max)
     if not r then
         no_request()
     end
-    if r.body == nil then
-        return nil, "request body not read yet"
+    max = check_max(max, "get_post_args", 1)
+    local state = r.body_state
+    if state == "memory" then
+        return parse_args(r.body, max)
+    elseif state == "file" then
+        -- fcgi-lua: parsed from the temp file (OpenResty answers nil,
+        -- "request body in temp file not supported").
+        local f, err = io_open(r.body_file, "rb")
+        if not f then
+            return nil, "cannot read the request body file: " .. tostring(err)
+        end
+        local data = f:read("*a")
+        f:close()
+        return parse_args(data or "", max)
+    elseif state == "discarded" then
+        return {}
     end
-    return parse_args(r.body, check_max(max, "get_post_args", 1))
+    return nil, "request body not read yet"
+end
+
+-- fcgi-lua extension: the body as multipart/form-data.
+--   res, err = ngx.req.get_multipart(max_parts?)
+--   res.fields[name] = "value" or {"v1", "v2"}
+--   res.files = { {name=, filename=, content_type=, size=, path=}, ... }
+function req.get_multipart(max)
+    local r = cur
+    if not r then
+        no_request()
+    end
+    max = check_max(max, "get_multipart", 1)
+    local done = r.multipart
+    if done then
+        return done[1], done[2]
+    end
+    req.read_body()
+    if r.body_state == "discarded" then
+        return nil, "request body discarded"
+    end
+    local res = co_yield(IO, "multipart", max)
+    if res.status then
+        return ngx.exit(res.status)
+    end
+    if res.err then
+        done = { nil, res.err }
+    else
+        done = { { fields = res.fields, files = res.files }, res.truncated and "truncated" or nil }
+    end
+    r.multipart = done
+    return done[1], done[2]
 end
 
 ---------------------------------------------------------------- FastCGI limits
@@ -1355,7 +1457,58 @@ end
 req.socket = unavailable("ngx.req.socket")
 req.set_body_data = unavailable("ngx.req.set_body_data")
 req.set_body_file = unavailable("ngx.req.set_body_file")
-ngx.exec = unavailable("ngx.exec")
+
+-- ngx.exec: over FastCGI the front server owns the location tree, so the
+-- internal redirect is asked of it with X-Accel-Redirect (nginx performs
+-- it; the target location should be `internal`).  Lighttpd and Monkey do
+-- not honour the header: there the response is an empty 200.
+function ngx.exec(uri, args)
+    local r = cur
+    if not r then
+        no_request()
+    end
+    if type(uri) ~= "string" then
+        if type(uri) ~= "number" then
+            error("bad argument #1 to 'exec' (string expected, got " .. type(uri) .. ")", 2)
+        end
+        uri = num2str(uri)
+    end
+    if uri == "" then
+        error("The uri argument is empty", 2)
+    end
+    if r.header_sent then
+        error("attempt to call ngx.exec after sending out response headers", 2)
+    end
+    local user_args
+    local t = type(args)
+    if t == "table" then
+        user_args = ngx.encode_args(args)
+    elseif t == "string" then
+        user_args = args
+    elseif t == "number" then
+        user_args = num2str(args)
+    elseif t ~= "nil" then
+        error("bad argument #2 to 'exec' (string, number, or table expected, but got "
+              .. t .. ")", 2)
+    end
+    -- ngx_http_parse_unsafe_uri's refusals: control bytes, ".." segments
+    local path = match(uri, "^[^?]*")
+    if find(uri, "%c") or find("/" .. path .. "/", "/%.%./") then
+        error("unsafe uri", 2)
+    end
+    if user_args and user_args ~= "" and byte(uri, 1) ~= 64 then -- not "@named"
+        if find(uri, "?", 1, true) then
+            uri = uri .. "&" .. user_args
+        else
+            uri = uri .. "?" .. user_args
+        end
+    end
+    -- nginx discards the body of a response it redirects internally
+    r.out = {}
+    r.nout = 0
+    set_header(r, "X-Accel-Redirect", uri)
+    co_yield(IO, "exit", 0)
+end
 ngx.location = {
     capture = unavailable("ngx.location.capture"),
     capture_multi = unavailable("ngx.location.capture_multi"),
@@ -1455,14 +1608,57 @@ coroutine.wrap = function(f)
     end
 end
 
+---------------------------------------------------------------- require
+
+-- Debian installs pure-Lua modules (lua-nginx-cookie, lua-resty-*) under
+-- /usr/share/lua/5.x, which lupa's built-in package.path lacks.
+do
+    local v = match(_VERSION, "%d+%.%d+") or "5.1"
+    local dir = "/usr/share/lua/" .. v .. "/"
+    if not find(package.path, dir .. "?.lua", 1, true) then
+        package.path = package.path .. ";" .. dir .. "?.lua;" .. dir .. "?/init.lua"
+    end
+    -- OpenResty's names for modules Debian packages under another name;
+    -- tried last, so a real resty.cookie on the path wins.
+    local ALIASES = { ["resty.cookie"] = "nginx.cookie" }
+    local searchers = package.searchers or package.loaders
+    searchers[#searchers + 1] = function(name)
+        local alias = ALIASES[name]
+        if not alias then
+            return "\n\tno alias for '" .. name .. "'"
+        end
+        return function() return require(alias) end
+    end
+end
+
 ---------------------------------------------------------------- the driver
 
 local env_mt = { __index = _G }
 
+-- Hooks for the Lua layers the engine loads after this file (mk.lua,
+-- cgi.lua): the request internals they need, never reachable from a
+-- script.  cgi.lua fills in cgi_wrap and is_cgi_shebang.
+local extensions = {
+    IO = IO,
+    current = function() return cur end,
+    -- Appends to the request's output without committing the headers,
+    -- so they can still change until the first flush (mk.print).
+    buffer = function(r, s)
+        local nout = r.nout + 1
+        r.out[nout] = s
+        r.nout = nout
+    end,
+    cgi_marked = setmetatable({}, { __mode = "k" }), -- factories of "#!lua" files
+    cgi_wrap = function(r, fn) return fn end,
+    is_cgi_shebang = function(line) return false end,
+}
+
 -- Compile once per code-cache entry into a factory: calling it gives a
 -- fresh closure, whose environment is the request's own global table.
 local function compile(src, chunkname)
+    local cgi_marked = false
     if byte(src, 1) == 35 then -- "#!": drop the line, keep the numbering
+        cgi_marked = extensions.is_cgi_shebang(match(src, "^[^\n]*"))
         src = gsub(src, "^#[^\n]*", "", 1)
     end
     local f, err = loadstring(src, chunkname)
@@ -1474,6 +1670,9 @@ local function compile(src, chunkname)
     else
         f, err = loadstring("local _ENV = ...; return function(...) " .. src .. "\nend",
                             chunkname)
+    end
+    if f and cgi_marked then
+        extensions.cgi_marked[f] = true
     end
     return f, err
 end
@@ -1561,8 +1760,8 @@ local function new_request(params, now)
     }
 end
 
--- Python: r, cmd, arg = start(factory, params, now)
-local function start(factory, params, now)
+-- Python: r, cmd, arg = start(factory, params, now, cgi)
+local function start(factory, params, now, cgi)
     now_cache = now
     local r = new_request(params, now)
     local fn
@@ -1571,6 +1770,9 @@ local function start(factory, params, now)
         setfenv(fn, r.env)
     else
         fn = factory(r.env)
+    end
+    if cgi or extensions.cgi_marked[factory] then
+        fn = extensions.cgi_wrap(r, fn) -- cgi.lua: os/io/print for this env only
     end
     r.co = co_create(fn)
     cur = r
@@ -1599,4 +1801,5 @@ return {
     start = start,
     drive = drive,
     abort = abort,
+    extensions = extensions,
 }

@@ -50,8 +50,14 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield stack
     finally:
         problems = stack.stop()
-        for sock in (stack.unix_socket, stack.debug_socket):
-            sock.unlink(missing_ok=True)
+        for sock in (
+            stack.unix_socket,
+            stack.debug_socket,
+            stack.bodies_socket,
+            stack.fcgiwrap_socket,
+        ):
+            if sock is not None:
+                sock.unlink(missing_ok=True)
     # Graceful stop is part of the contract (SIGTERM = finish and exit 0).
     assert not problems, "; ".join(problems) + "\n" + stack.fcgi_log_text()[-4000:]
 

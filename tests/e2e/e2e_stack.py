@@ -27,6 +27,12 @@ SCRIPTS = HERE / "scripts"
 NGINX_DIR = REPO / "nginx"
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
 NGINX_MODULES = Path("/usr/share/nginx/modules")
+# CGI comparison (test_e2e_cgi.py): Debian's fcgiwrap running the same
+# cgi_*.lua files with a real Lua interpreter; optional off CI.
+FCGIWRAP = shutil.which("fcgiwrap") or (
+    "/usr/sbin/fcgiwrap" if Path("/usr/sbin/fcgiwrap").exists() else None
+)
+LUA_INTERPRETER = shutil.which("lua") or shutil.which("lua5.1")
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 15.0
 
@@ -68,11 +74,13 @@ class Stack:
     outside: Path
     unix_socket: Path
     debug_socket: Path
+    bodies_socket: Path
     tcp_address: tuple[str, int]
     urls: dict[str, str] = field(default_factory=dict)
     services: list[Service] = field(default_factory=list)
     nginx_error_log: Path = Path()
     broken: str = ""  # why the stack can no longer be trusted, once it cannot
+    fcgiwrap_socket: Path | None = None  # set when fcgiwrap runs (the "cgi" route)
 
     # -- logs -------------------------------------------------------------
     @property
@@ -83,8 +91,24 @@ class Stack:
     def fcgi_debug_log(self) -> Path:
         return self.tmp / "logs" / "fcgi-lua-debug.log"
 
+    @property
+    def fcgi_bodies_log(self) -> Path:
+        return self.tmp / "logs" / "fcgi-lua-bodies.log"
+
+    # client_body_temp_path of the main instance and of the "bodies" one.
+    @property
+    def body_temp_main(self) -> Path:
+        return self.tmp / "fcgi-body-main"
+
+    @property
+    def body_temp(self) -> Path:
+        return self.tmp / "fcgi-body"
+
+    def service(self, name: str) -> Service:
+        return next(s for s in self.services if s.name == name)
+
     def fcgi_log_text(self) -> str:
-        return _read(self.fcgi_log) + _read(self.fcgi_debug_log)
+        return _read(self.fcgi_log) + _read(self.fcgi_debug_log) + _read(self.fcgi_bodies_log)
 
     def nginx_error_text(self) -> str:
         return _read(self.nginx_error_log)
@@ -94,6 +118,7 @@ class Stack:
             "nginx": self.nginx_error_log,
             "fcgi-lua": self.fcgi_log,
             "fcgi-lua-debug": self.fcgi_debug_log,
+            "fcgi-lua-bodies": self.fcgi_bodies_log,
         }
 
     # -- health --------------------------------------------------------------
@@ -165,7 +190,9 @@ class Stack:
                     proc.wait()
                     problems.append(f"{service.name} ignored its stop signal for {STOP_TIMEOUT}s")
                     continue
-                if proc.returncode != 0:
+                # fcgiwrap has no graceful stop: SIGTERM kills it, as expected
+                killed_ok = service.name == "fcgiwrap" and proc.returncode == -signal.SIGTERM
+                if proc.returncode != 0 and not killed_ok:
                     problems.append(f"{service.name} exited with {proc.returncode} when stopped")
             else:
                 problems.append(f"{service.name} had died during the tests ({proc.returncode})")
@@ -235,6 +262,28 @@ def render_nginx_conf(stack: Stack, ports: dict[str, int]) -> Path:
     )
     tmp, root = stack.tmp, stack.root
     host, tcp_port = stack.tcp_address
+    # ngx.exec targets (test_e2e_exec.py), in every server that runs scripts
+    exec_locations = """
+        location /exec-internal/ {
+            internal;
+            default_type text/plain;
+            return 200 "internal uri=$uri args=$args\\n";
+        }
+        location @exec_named {
+            default_type text/plain;
+            return 200 "named uri=$uri args=$args\\n";
+        }"""
+    cgi_server = ""
+    if stack.fcgiwrap_socket is not None:
+        cgi_server = f"""
+    server {{  # cgi: fcgiwrap runs the same cgi_*.lua files as real CGI scripts
+        listen 127.0.0.1:{ports["cgi"]};
+        root {root};
+        location ~ [^/]\\.lua$ {{
+            include fcgi_lua_params;
+            fastcgi_pass unix:{stack.fcgiwrap_socket};
+        }}
+    }}"""
     conf = f"""
 load_module {NGINX_MODULES}/ndk_http_module.so;
 load_module {NGINX_MODULES}/ngx_http_lua_module.so;
@@ -252,19 +301,26 @@ http {{
     uwsgi_temp_path {tmp}/nginx-tmp/uwsgi;
     # What OpenResty answers when a script sets no Content-Type.
     default_type text/plain;
+    # Large enough for the upload tests, so fcgi-lua's own limit is the one
+    # tested; the buffer as fcgi-lua's default, so the oracle spools alike.
+    client_max_body_size 200m;
+    client_body_buffer_size 16k;
 
     include fcgi-lua-upstream.conf;
     upstream fcgi_lua_tcp {{ server {host}:{tcp_port}; keepalive 32; }}
     upstream fcgi_lua_debug {{ server unix:{stack.debug_socket}; keepalive 8; }}
+    upstream fcgi_lua_bodies {{ server unix:{stack.bodies_socket}; keepalive 8; }}
 
     server {{  # unix: the shipped snippet, verbatim
         listen 127.0.0.1:{ports["unix"]};
         root {root};
         include fcgi-lua.conf;
+        {exec_locations}
     }}
     server {{  # tcp
         listen 127.0.0.1:{ports["tcp"]};
         root {root};
+        {exec_locations}
         location ~ [^/]\\.lua(/|$) {{
             fastcgi_split_path_info ^(.+?\\.lua)(/.*)$;
             include fcgi_lua_params;
@@ -300,13 +356,33 @@ http {{
             fastcgi_keep_conn on;
         }}
     }}
+    server {{  # bodies: the instance with large body limits (150m)
+        listen 127.0.0.1:{ports["bodies"]};
+        root {root};
+        location ~ [^/]\\.lua(/|$) {{
+            include fcgi_lua_params;
+            fastcgi_pass fcgi_lua_bodies;
+            fastcgi_keep_conn on;
+        }}
+    }}
+    server {{  # bodies_unbuffered: the same, bodies streamed as they arrive
+        listen 127.0.0.1:{ports["bodies_unbuffered"]};
+        root {root};
+        location ~ [^/]\\.lua(/|$) {{
+            include fcgi_lua_params;
+            fastcgi_pass fcgi_lua_bodies;
+            fastcgi_keep_conn on;
+            fastcgi_request_buffering off;
+        }}
+    }}
     server {{  # oracle: OpenResty runs the same files
         listen 127.0.0.1:{ports["oracle"]};
         root {root};
         location ~ [^/]\\.lua$ {{
             content_by_lua_file $document_root$uri;
         }}
-    }}
+        {exec_locations}
+    }}{cgi_server}
 }}
 """
     path = conf_dir / "nginx.conf"
@@ -325,6 +401,8 @@ def start_stack(tmp: Path) -> Stack:
                 f"{NGINX_MODULES / module} missing: apt-get install libnginx-mod-http-lua"
             )
     (tmp / "logs").mkdir()
+    for body_temp in ("fcgi-body-main", "fcgi-body"):  # Stack.body_temp_main, .body_temp
+        (tmp / body_temp).mkdir()
     root, outside = _make_document_root(tmp)
     # Unix socket paths are limited to ~107 bytes: keep them short.
     sock_dir = Path(os.environ.get("E2E_SOCK_DIR", "/tmp"))
@@ -335,6 +413,7 @@ def start_stack(tmp: Path) -> Stack:
         outside=outside,
         unix_socket=Path(f"{sock_base}.sock"),
         debug_socket=Path(f"{sock_base}-debug.sock"),
+        bodies_socket=Path(f"{sock_base}-bodies.sock"),
         tcp_address=("127.0.0.1", free_port()),
         nginx_error_log=tmp / "logs" / "nginx-error.log",
     )
@@ -350,6 +429,8 @@ def start_stack(tmp: Path) -> Stack:
                 f"{host}:{port}",
                 "--root",
                 str(root),
+                "-o",
+                f"client_body_temp_path={stack.body_temp_main}",
             ),
             stack.fcgi_log,
         )
@@ -360,14 +441,39 @@ def start_stack(tmp: Path) -> Stack:
             ),
             stack.fcgi_debug_log,
         )
+        bodies = stack.start(
+            "fcgi-lua-bodies",
+            fcgi_lua_argv(
+                "serve",
+                "--listen",
+                f"unix:{stack.bodies_socket}",
+                "--root",
+                str(root),
+                "-o",
+                "client_max_body_size=150m",
+                "-o",
+                f"client_body_temp_path={stack.body_temp}",
+            ),
+            stack.fcgi_bodies_log,
+        )
         stack.wait_until(main, str(stack.unix_socket), fastcgi=True)
+        stack.wait_until(bodies, str(stack.bodies_socket), fastcgi=True)
         stack.wait_until(main, stack.tcp_address, fastcgi=True)
         stack.wait_until(debug, str(stack.debug_socket), fastcgi=True)
+        routes = ["unix", "tcp", "debug", "passall", "oracle", "unbuffered"]
+        routes += ["bodies", "bodies_unbuffered"]
+        if FCGIWRAP and LUA_INTERPRETER:
+            stack.fcgiwrap_socket = Path(f"{sock_base}-fcgiwrap.sock")
+            stack.fcgiwrap_socket.unlink(missing_ok=True)
+            fcgiwrap = stack.start(
+                "fcgiwrap",
+                [FCGIWRAP, "-c", "4", "-s", f"unix:{stack.fcgiwrap_socket}"],
+                tmp / "logs" / "fcgiwrap.log",
+            )
+            stack.wait_until(fcgiwrap, str(stack.fcgiwrap_socket))
+            routes.append("cgi")
 
-        ports = {
-            name: free_port()
-            for name in ("unix", "tcp", "debug", "passall", "oracle", "unbuffered")
-        }
+        ports = {name: free_port() for name in routes}
         conf = render_nginx_conf(stack, ports)
         nginx_argv = [NGINX, "-p", str(tmp), "-c", str(conf), "-e", str(stack.nginx_error_log)]
         check = subprocess.run([*nginx_argv, "-t"], capture_output=True, text=True, check=False)

@@ -583,7 +583,6 @@ ngx.say(ngx.config.subsystem, ngx.config.ngx_lua_version, tostring(ngx.config.de
         "ngx.req.socket()",
         "ngx.location.capture('/x')",
         "ngx.location.capture_multi({})",
-        "ngx.exec('/x')",
     ],
 )
 def test_unavailable_over_fastcgi(tmp_path: Path, call: str) -> None:

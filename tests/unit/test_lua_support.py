@@ -7,23 +7,40 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from fcgi_lua.body import Body
 from fcgi_lua.lua import LuaEngine
+from fcgi_lua.request import Request
 
 
-class FakeRequest:
+class FakeRequest(Request):
+    """A real Request whose whole body (if any) has already arrived."""
+
     def __init__(
-        self, script_path: str, params: Sequence[tuple[bytes, bytes]], body: bytes = b""
+        self,
+        script_path: str,
+        params: Sequence[tuple[bytes, bytes]],
+        body: bytes = b"",
+        **body_options: Any,
     ) -> None:
-        self.script_path = script_path
-        self.params = params
-        self.body = body
+        super().__init__(params, script_path, **body_options)
+        if body:
+            self.body = Body(str(len(body)).encode(), **_body_args(body_options))
+            self.feed_body(body)
+            self.end_body()
         self.body_reads = 0
 
-    async def read_body(self) -> bytes:
+    async def wait_body(self) -> None:
         self.body_reads += 1
         await asyncio.sleep(0)
-        return self.body
+        await super().wait_body()
+
+
+def _body_args(options: dict[str, Any]) -> dict[str, Any]:
+    names = {"max_body_size": "max_size", "body_buffer_size": "buffer_size"}
+    names["body_temp_dir"] = "temp_dir"
+    return {names[k]: v for k, v in options.items()}
 
 
 class MemorySink:

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from fcgi_lua.request import BodyTooLarge, Request
+from fcgi_lua.request import BadBody, BodyTooLarge, Request
 
 
 def make(length: bytes | None, limit: int = 100) -> Request:
@@ -54,7 +54,7 @@ def test_short_body_is_an_error() -> None:
     request = make(b"10")
     request.feed_body(b"abc")
     request.end_body()
-    with pytest.raises(ValueError, match="body ended after 3 of 10 bytes"):
+    with pytest.raises(BadBody, match="body ended after 3 of 10 bytes"):
         asyncio.run(request.read_body())
 
 
@@ -68,5 +68,6 @@ def test_too_large_by_header_and_by_stream() -> None:
 
 
 def test_bad_length() -> None:
-    assert isinstance(make(b"abc").body_error, ValueError)
-    assert isinstance(make(b"-1").body_error, ValueError)
+    assert isinstance(make(b"abc").body_error, BadBody)
+    assert isinstance(make(b"-1").body_error, BadBody)
+    assert make(b"abc").body_error.status == 400  # type: ignore[union-attr]

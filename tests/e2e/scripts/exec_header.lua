@@ -1,0 +1,3 @@
+-- X-Accel-Redirect set by hand passes through
+ngx.header["X-Accel-Redirect"] = "/exec-internal/by-header"
+ngx.say("ignored")

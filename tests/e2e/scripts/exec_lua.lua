@@ -1,0 +1,2 @@
+-- internal redirect to another script, with args
+ngx.exec("/exec_target.lua", { b = "2 3" })

@@ -1,0 +1,1 @@
+ngx.exec("@exec_named")

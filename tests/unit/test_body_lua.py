@@ -1,0 +1,247 @@
+"""The body API as scripts see it: ngx.req.read_body, get_body_data,
+get_body_file, discard_body, get_post_args, and get_multipart."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from fcgi_lua.http import error_page
+from fcgi_lua.lua import LuaEngine
+
+from .test_body_forms import CTYPE, form, part
+from .test_lua_support import FakeRequest, MemorySink, Response, make_params, parse, write_script
+
+ENGINE = LuaEngine()
+
+
+def post(
+    tmp_path: Path,
+    src: str,
+    body: bytes,
+    *,
+    ctype: bytes = b"application/x-www-form-urlencoded",
+    buffer: int = 64,
+    limit: int = 10**8,
+    params: Sequence[tuple[bytes, bytes]] | None = None,
+) -> tuple[Response, FakeRequest]:
+    path = write_script(tmp_path, src)
+    temp = tmp_path / "tmp"
+    temp.mkdir(exist_ok=True)
+    request = FakeRequest(
+        path,
+        params or make_params(method=b"POST", extra=[(b"CONTENT_TYPE", ctype)]),
+        body,
+        max_body_size=limit,
+        body_buffer_size=buffer,
+        body_temp_dir=str(temp),
+    )
+    sink = MemorySink()
+    asyncio.run(ENGINE.run(request, sink))
+    return parse(sink.chunks), request
+
+
+def temp_files(tmp_path: Path) -> list[str]:
+    return sorted(os.listdir(tmp_path / "tmp"))
+
+
+def test_before_read_body_nothing_is_there(tmp_path: Path) -> None:
+    src = """
+ngx.say(tostring(ngx.req.get_body_data()), " ", tostring(ngx.req.get_body_file()))
+ngx.say(ngx.req.get_post_args())
+"""
+    res, _ = post(tmp_path, src, b"a=1")
+    assert res.body == b"nil nil\nnilrequest body not read yet\n"
+
+
+def test_body_in_memory(tmp_path: Path) -> None:
+    src = """
+ngx.req.read_body()
+ngx.say(ngx.req.get_body_data(), " ", tostring(ngx.req.get_body_file()))
+ngx.say(ngx.req.get_body_data(3))
+local args = ngx.req.get_post_args()
+ngx.say(args.a, " ", args.b)
+"""
+    res, request = post(tmp_path, src, b"a=1&b=x+y")
+    assert res.body == b"a=1&b=x+y nil\na=1\n1 x y\n"
+    assert request.body_reads == 1
+
+
+def test_spooled_body_is_a_file(tmp_path: Path) -> None:
+    data = b"a=" + b"x" * 100 + b"&b=2"
+    src = """
+ngx.req.read_body()
+local path = ngx.req.get_body_file()
+ngx.say(tostring(ngx.req.get_body_data()))
+local f = assert(io.open(path, "rb"))
+local data = f:read("*a")
+f:close()
+ngx.say(#data, " ", ngx.md5(data))
+local args = ngx.req.get_post_args()  -- fcgi-lua parses the file too
+ngx.say(#args.a, " ", args.b)
+ngx.say(path:match("fcgi%-lua%-body%-") and "named" or path)
+"""
+    res, request = post(tmp_path, src, data)
+    assert res.body == (
+        b"nil\n"
+        + f"{len(data)} {__import__('hashlib').md5(data).hexdigest()}\n".encode()
+        + b"100 2\nnamed\n"
+    )
+    assert len(temp_files(tmp_path)) == 1  # until the server closes the request
+    request.close()
+    assert temp_files(tmp_path) == []
+
+
+def test_empty_body(tmp_path: Path) -> None:
+    src = """
+ngx.req.read_body()
+ngx.say(tostring(ngx.req.get_body_data()), " ", tostring(ngx.req.get_body_file()))
+ngx.say(next(ngx.req.get_post_args()) == nil)
+"""
+    res, _ = post(tmp_path, src, b"")
+    assert res.body == b"nil nil\ntrue\n"
+
+
+def test_post_args_semantics(tmp_path: Path) -> None:
+    src = """
+ngx.req.read_body()
+local args, err = ngx.req.get_post_args()
+local names = {}
+for k in pairs(args) do names[#names + 1] = k end
+table.sort(names)
+for _, k in ipairs(names) do
+    local v = args[k]
+    if type(v) == "table" then v = "{" .. table.concat(v, ",") .. "}" end
+    ngx.say(k, "=", tostring(v))
+end
+local few, err2 = ngx.req.get_post_args(2)
+local n = 0
+for _ in pairs(few) do n = n + 1 end
+ngx.say(n, " ", err2)
+"""
+    res, _ = post(tmp_path, src, b"a=1&a=2&b&c=&=x&%zz=%4&d=%41%2B+")
+    assert res.body == (
+        b"%zz=%4\na={1,2}\nb=true\nc=\nd=A+ \n1 truncated\n"  # "a" twice: two args, one key
+    )
+
+
+def test_discard_body(tmp_path: Path) -> None:
+    src = """
+ngx.req.discard_body()
+ngx.req.read_body()
+ngx.say(tostring(ngx.req.get_body_data()), " ", tostring(ngx.req.get_body_file()))
+ngx.say(next(ngx.req.get_post_args()) == nil)
+ngx.say(ngx.req.get_multipart())
+"""
+    res, _ = post(tmp_path, src, b"x" * 500)
+    assert res.body == b"nil nil\ntrue\nnilrequest body discarded\n"
+    assert temp_files(tmp_path) == []
+
+
+def test_discard_after_read_does_nothing(tmp_path: Path) -> None:
+    src = "ngx.req.read_body() ngx.req.discard_body() ngx.say(ngx.req.get_body_data())"
+    res, _ = post(tmp_path, src, b"kept")
+    assert res.body == b"kept\n"
+
+
+def test_body_too_large_ends_the_request_with_413(tmp_path: Path) -> None:
+    src = "ngx.req.read_body() ngx.say('not reached')"
+    res, _ = post(tmp_path, src, b"x" * 200, limit=100)
+    assert (res.status, res.body) == (413, error_page(413))
+    assert temp_files(tmp_path) == []
+
+
+def test_short_body_ends_the_request_with_400(tmp_path: Path) -> None:
+    path = write_script(tmp_path, "ngx.req.read_body() ngx.say('not reached')")
+    request = FakeRequest(path, make_params(method=b"POST", extra=[(b"CONTENT_LENGTH", b"10")]))
+    request.feed_body(b"abc")
+    request.end_body()
+    sink = MemorySink()
+    asyncio.run(ENGINE.run(request, sink))
+    assert parse(sink.chunks).status == 400
+
+
+def test_read_body_waits_for_a_streamed_body(tmp_path: Path) -> None:
+    path = write_script(tmp_path, "ngx.req.read_body() ngx.say(ngx.req.get_body_data())")
+    request = FakeRequest(path, make_params(method=b"POST", extra=[(b"CONTENT_LENGTH", b"")]))
+    sink = MemorySink()
+
+    async def scenario() -> None:
+        task = asyncio.ensure_future(ENGINE.run(request, sink))
+        for piece in (b"chunk1 ", b"chunk2"):
+            await asyncio.sleep(0.01)
+            assert not task.done()
+            request.feed_body(piece)
+        request.end_body()
+        await task
+
+    asyncio.run(scenario())
+    assert parse(sink.chunks).body == b"chunk1 chunk2\n"
+
+
+MULTIPART_SCRIPT = """
+local res, err = ngx.req.get_multipart()
+if not res then
+    ngx.status = 400
+    ngx.say("error: ", err)
+    return
+end
+local again = ngx.req.get_multipart()
+ngx.say("same: ", tostring(again == res))
+ngx.say("title: ", res.fields.title)
+ngx.say("tags: ", table.concat(res.fields.tag, ","))
+for i, f in ipairs(res.files) do
+    local h = assert(io.open(f.path, "rb"))
+    local data = h:read("*a")
+    h:close()
+    ngx.say(i, " ", f.name, " ", f.filename, " ", f.content_type, " ", f.size, " ",
+            #data, " ", ngx.md5(data))
+end
+"""
+
+
+def test_get_multipart(tmp_path: Path) -> None:
+    blob = os.urandom(5000)
+    data = form(
+        part(b"title", b"Hello"),
+        part(b"tag", b"a"),
+        part(b"tag", b"b"),
+        part(b"upload", blob, b"photo.jpg", b"image/jpeg"),
+        part(b"upload", b"text", b"a.txt", b"text/plain"),
+    )
+    res, request = post(tmp_path, MULTIPART_SCRIPT, data, ctype=CTYPE)
+    md5 = __import__("hashlib").md5
+    assert res.body.decode() == (
+        "same: true\ntitle: Hello\ntags: a,b\n"
+        f"1 upload photo.jpg image/jpeg 5000 5000 {md5(blob).hexdigest()}\n"
+        f"2 upload a.txt text/plain 4 4 {md5(b'text').hexdigest()}\n"
+    )
+    assert len(temp_files(tmp_path)) == 3  # the spooled body and two uploads
+    request.close()
+    assert temp_files(tmp_path) == []
+
+
+def test_get_multipart_errors_and_truncation(tmp_path: Path) -> None:
+    res, _ = post(tmp_path, MULTIPART_SCRIPT, b"a=1")
+    assert (res.status, res.body) == (
+        400,
+        b"error: not a multipart/form-data body"
+        b" (Content-Type: application/x-www-form-urlencoded)\n",
+    )
+    truncated = form(part(b"f", b"x" * 500, b"f.bin"))[:300]
+    res, _ = post(tmp_path, MULTIPART_SCRIPT, truncated, ctype=CTYPE)
+    assert res.body == b"error: truncated multipart body: no closing boundary\n"
+    assert temp_files(tmp_path) == ["fcgi-lua-body-" + temp_files(tmp_path)[0][14:]]
+    src = """
+local res, err = ngx.req.get_multipart(1)
+ngx.say(res.fields.a, " ", tostring(res.fields.b), " ", #res.files, " ", err)
+"""
+    res, _ = post(tmp_path, src, form(part(b"a", b"1"), part(b"b", b"2")), ctype=CTYPE)
+    assert res.body == b"1 nil 0 truncated\n"
+
+
+def test_get_multipart_body_too_large_is_413(tmp_path: Path) -> None:
+    res, _ = post(tmp_path, MULTIPART_SCRIPT, form(part(b"a", b"1" * 300)), ctype=CTYPE, limit=100)
+    assert res.status == 413

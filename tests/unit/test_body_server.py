@@ -1,0 +1,152 @@
+"""The server removes a request's temp files however the request ends:
+finished, aborted by the front server, or cancelled before it ever ran."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import struct
+from pathlib import Path
+from typing import Any
+
+from fcgi_lua.config import load
+from fcgi_lua.lua import LuaEngine
+from fcgi_lua.server import FastCGIProtocol, Server
+
+
+def record(rtype: int, content: bytes = b"", request_id: int = 1) -> bytes:
+    return struct.pack(">BBHHBx", 1, rtype, request_id, len(content), 0) + content
+
+
+def pair(name: bytes, value: bytes) -> bytes:
+    return bytes([len(name), len(value)]) + name + value
+
+
+def request_start(script: Path, length: int, ctype: bytes = b"") -> bytes:
+    params = b"".join(
+        pair(k, v)
+        for k, v in (
+            (b"SCRIPT_FILENAME", os.fsencode(script)),
+            (b"REQUEST_METHOD", b"POST"),
+            (b"CONTENT_LENGTH", str(length).encode()),
+            (b"CONTENT_TYPE", ctype),
+        )
+    )
+    return record(1, struct.pack(">HB5x", 1, 1)) + record(4, params) + record(4)
+
+
+def stdin(data: bytes) -> bytes:
+    return b"".join(record(5, data[i : i + 60000]) for i in range(0, len(data), 60000))
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.out: list[bytes] = []
+        self.closed = False
+
+    def get_extra_info(self, name: str) -> Any:
+        return None
+
+    def set_write_buffer_limits(self, high: int) -> None:
+        pass
+
+    def write(self, data: bytes) -> None:
+        self.out.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def setup(tmp_path: Path, source: str) -> tuple[FastCGIProtocol, Path, Path]:
+    root = tmp_path / "www"
+    temp = tmp_path / "tmp"
+    root.mkdir()
+    temp.mkdir()
+    script = root / "t.lua"
+    script.write_text(source)
+    config = load(None, {"root": str(root), "client_body_temp_path": str(temp)})
+    protocol = FastCGIProtocol(Server(config, LuaEngine()))
+    protocol.connection_made(FakeTransport())  # type: ignore[arg-type]
+    return protocol, script, temp
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def test_abort_mid_upload_removes_the_spool(tmp_path: Path) -> None:
+    protocol, script, temp = setup(tmp_path, "ngx.req.read_body() ngx.say('done')")
+
+    async def scenario() -> None:
+        protocol.data_received(request_start(script, 200000))
+        await settle()
+        protocol.data_received(stdin(b"x" * 100000))
+        await settle()
+        assert len(os.listdir(temp)) == 1
+        protocol.connection_lost(None)  # nginx closed: the client went away
+        await settle()
+
+    asyncio.run(scenario())
+    assert os.listdir(temp) == []
+
+
+def test_cancelled_before_it_ran_removes_the_spool(tmp_path: Path) -> None:
+    protocol, script, temp = setup(tmp_path, "ngx.req.read_body() ngx.say('done')")
+
+    async def scenario() -> None:
+        # Params and half a body in one read, then the connection dies in
+        # the same loop iteration: the task is cancelled before it starts.
+        protocol.data_received(request_start(script, 200000) + stdin(b"x" * 100000))
+        assert len(os.listdir(temp)) == 1
+        protocol.connection_lost(None)
+        await settle()
+
+    asyncio.run(scenario())
+    assert os.listdir(temp) == []
+
+
+def test_script_ending_without_reading_removes_the_spool(tmp_path: Path) -> None:
+    protocol, script, temp = setup(tmp_path, "ngx.sleep(0.01) ngx.say('not reading')")
+
+    async def scenario() -> None:
+        protocol.data_received(request_start(script, 200000) + stdin(b"x" * 100000))
+        assert len(os.listdir(temp)) == 1
+        await asyncio.sleep(0.05)
+        assert os.listdir(temp) == []
+        protocol.data_received(stdin(b"x" * 100000) + record(5))  # the rest: dropped
+        await settle()
+        assert os.listdir(temp) == []
+        assert b"not reading" in b"".join(protocol.transport.out)  # type: ignore[union-attr]
+
+    asyncio.run(scenario())
+
+
+def test_abort_request_record_removes_uploads(tmp_path: Path) -> None:
+    source = "local res = ngx.req.get_multipart() ngx.sleep(10)"
+    protocol, script, temp = setup(tmp_path, source)
+    body = (
+        b'--b0undary\r\nContent-Disposition: form-data; name="f"; filename="a"\r\n\r\n'
+        + b"y" * 50000
+        + b"\r\n--b0undary--\r\n"
+    )
+    start = request_start(script, len(body), b"multipart/form-data; boundary=b0undary")
+
+    async def scenario() -> None:
+        protocol.data_received(start + stdin(body))
+        await asyncio.sleep(0.05)
+        assert len(os.listdir(temp)) == 2  # the spooled body and the upload
+        protocol.data_received(record(2))  # FCGI_ABORT_REQUEST
+        await settle()
+
+    asyncio.run(scenario())
+    assert os.listdir(temp) == []
