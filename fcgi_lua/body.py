@@ -118,7 +118,8 @@ class Body:
     ) -> None:
         self.max_size = max_size
         self.buffer_size = buffer_size
-        self.temp_dir = temp_dir or tempfile.gettempdir()
+        # Resolved when a file is first needed: most bodies never touch disk.
+        self.temp_dir = temp_dir
         self.size = 0
         self.discarded = False
         self.path: str | None = None  # the temp file, once spooled
@@ -231,7 +232,7 @@ class Body:
 
     def new_temp_file(self, prefix: str = UPLOAD_PREFIX) -> tuple[BinaryIO, str]:
         """A fresh temp file (mode 0600) removed by ``close()``; raises OSError."""
-        fd, path = tempfile.mkstemp(prefix=prefix, dir=self.temp_dir)
+        fd, path = tempfile.mkstemp(prefix=prefix, dir=self.temp_dir or tempfile.gettempdir())
         self._owned.append(path)
         return os.fdopen(fd, "wb", buffering=SPOOL_BUFFER), path
 
@@ -254,7 +255,9 @@ class Body:
                 self._chunks.append(data)
                 return
             try:
-                fd, self.path = tempfile.mkstemp(prefix=SPOOL_PREFIX, dir=self.temp_dir)
+                fd, self.path = tempfile.mkstemp(
+                    prefix=SPOOL_PREFIX, dir=self.temp_dir or tempfile.gettempdir()
+                )
                 spool = self._spool = os.fdopen(fd, "wb", buffering=SPOOL_BUFFER)
                 for chunk in self._chunks:
                     spool.write(chunk)
