@@ -65,6 +65,11 @@ def make_engine(config: Config, worker_id: int = 0) -> Any:
         root=config.root,
         cgi_patterns=config.cgi_patterns,
         cgi_shebang=config.cgi_shebang,
+        lua_package_path=config.lua_package_path,
+        lua_package_cpath=config.lua_package_cpath,
+        slow_resume_warning=config.slow_resume_warning,
+        max_pending_timers=config.max_pending_timers,
+        max_running_timers=config.max_running_timers,
     )
 
 
@@ -81,7 +86,8 @@ async def _serve(
     from fcgi_lua.server import Server
     from fcgi_lua.workers import HEARTBEAT_INTERVAL, heartbeat, reopen_log_files
 
-    server = Server(config, make_engine(config, worker_id))
+    engine = make_engine(config, worker_id)
+    server = Server(config, engine)
     # Everything allocated so far (modules, the Lua VM's Python side) lives
     # as long as the worker: keep the collector off it, and collect young
     # objects less often; a request allocates few cycles.
@@ -129,7 +135,9 @@ async def _serve(
     )
     await stop.wait()
     log.info("stopping (pid %d)", os.getpid())
-    await server.stop(timeout)
+    # Pending ngx.timer callbacks run now (premature), alongside the
+    # requests still finishing; both get the same timeout.
+    await asyncio.gather(server.stop(timeout), engine.shutdown(timeout))
     if beat is not None:
         beat.cancel()
     log.info("stopped (pid %d)", os.getpid())

@@ -75,6 +75,16 @@ class Config:
     # A worker whose event loop has not sent a heartbeat for this long
     # (a script stuck in a blocking call) is killed and replaced.
     worker_hang_timeout: float = 30.0
+    # Log a warning when one resume of a request's coroutine (the Lua code
+    # between two yields) runs longer than this many seconds: a blocking
+    # call stalls the whole worker.  0 disables it (why 0.1: lua/engine.py,
+    # DEFAULT_SLOW_RESUME_WARNING).
+    slow_resume_warning: float = 0.1
+    # ngx.timer limits per worker, lua-nginx-module's defaults
+    # (lua_max_pending_timers, lua_max_running_timers): a script that
+    # creates timers in a loop cannot exhaust the worker.
+    max_pending_timers: int = 1024
+    max_running_timers: int = 256
     # A connection stops being read while more than this many bytes of
     # its responses wait in the socket's write buffer.
     write_buffer_high: int = 256 * 1024
@@ -82,6 +92,10 @@ class Config:
     # one of these globs, or whose first line is a "#!...lua" shebang.
     cgi_patterns: list[str] = field(default_factory=lambda: ["*.cgi.lua", "cgi-bin/*"])
     cgi_shebang: bool = True
+    # require's search paths, as nginx's lua_package_path/lua_package_cpath
+    # ("" keeps the default; ";;" in a value stands for it).
+    lua_package_path: str = ""
+    lua_package_cpath: str = ""
 
     def validate(self, source: str = "config") -> None:
         for spec in OPTIONS.values():
@@ -188,9 +202,14 @@ OPTIONS: dict[str, Option] = {
         Option("shutdown_timeout", float, _positive),
         Option("max_requests", int, _not_negative),
         Option("worker_hang_timeout", float, _positive),
+        Option("slow_resume_warning", float, _not_negative),
+        Option("max_pending_timers", int, _positive),
+        Option("max_running_timers", int, _positive),
         Option("write_buffer_high", int, _positive),
         Option("cgi_patterns", list, None, str),
         Option("cgi_shebang", bool),
+        Option("lua_package_path", str),
+        Option("lua_package_cpath", str),
     )
 }
 assert set(OPTIONS) == {f.name for f in dataclasses.fields(Config)}

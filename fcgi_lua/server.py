@@ -64,11 +64,23 @@ class _Sink:
 
 
 class _Tracked:
-    __slots__ = ("request", "task")
+    __slots__ = ("aborted", "request", "task")
 
     def __init__(self, request: Request) -> None:
         self.request = request
         self.task: asyncio.Task[None] | None = None
+        # Cancelled once for the front server's abort: a script with an
+        # ngx.on_abort handler goes on after it, and must not see the same
+        # abort again (EOF, then connection_lost).
+        self.aborted = False
+
+    def abort(self) -> bool:
+        """Cancel the request's task for an abort; False if already done."""
+        if self.task is None or self.task.done() or self.aborted:
+            return False
+        self.aborted = True
+        self.task.cancel()
+        return True
 
 
 class FastCGIProtocol(asyncio.Protocol):
@@ -116,13 +128,12 @@ class FastCGIProtocol(asyncio.Protocol):
         self.closed = True
         self.server.connections.discard(self)
         for request_id, tracked in list(self._requests.items()):
-            if tracked.task is not None and not tracked.task.done():
+            if tracked.abort():
                 log.info(
                     "front server closed the connection; aborting request %d (%s)",
                     request_id,
                     tracked.request.script_path or "before dispatch",
                 )
-                tracked.task.cancel()
             tracked.request.end_body()
         self._requests.clear()
         self._wake_drain_waiters()
@@ -255,7 +266,7 @@ class FastCGIProtocol(asyncio.Protocol):
                 self._end(event.request_id)
             return
         log.info("ABORT_REQUEST for request %d (%s)", event.request_id, tracked.request.script_path)
-        tracked.task.cancel()
+        tracked.abort()
 
     def _on_get_values(self, event: fastcgi.GetValues) -> None:
         config = self.server.config
@@ -289,12 +300,11 @@ class FastCGIProtocol(asyncio.Protocol):
 
     def _abort_all(self) -> None:
         for tracked in self._requests.values():
-            if tracked.task is not None and not tracked.task.done():
+            if tracked.abort():
                 log.info(
                     "front server went away; aborting %s",
                     tracked.request.script_path or "a request before dispatch",
                 )
-                tracked.task.cancel()
 
     # -- one request -----------------------------------------------------------
 
@@ -336,6 +346,11 @@ class FastCGIProtocol(asyncio.Protocol):
                 await sink.write(error_response(500, head=head))
         finally:
             self._requests.pop(request_id, None)
+            # A cancelled task keeps its CancelledError, whose traceback
+            # holds this frame, which holds `tracked`: without this the cycle
+            # (and the request's Lua coroutine) waits for a full collection,
+            # which the worker's GC settings make rare (bench/README.md).
+            tracked.task = None
         if not self.closed:
             self._end(request_id)
 

@@ -30,7 +30,7 @@ from fcgi_lua import __version__
 from fcgi_lua.body import BodyError, BodyStorageError
 from fcgi_lua.forms import Multipart, MultipartError
 from fcgi_lua.http import error_page, header_block, reason_phrase
-from fcgi_lua.lua import cosocket
+from fcgi_lua.lua import cosocket, regex, scheduler
 from fcgi_lua.lua.runtimes import DEFAULT_RUNTIME, new_runtime
 
 log = logging.getLogger("fcgi_lua.lua")
@@ -56,6 +56,12 @@ _LOG_LEVELS = (
 _LOG_NAMES = b"stderr emerg alert crit error warn notice info debug".split()
 
 _BASE64 = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
+
+# A resume (the Lua code a request runs between two yields) longer than this
+# is logged: it held up every other request of the worker that long.  A
+# script's resume normally takes microseconds; 100 ms is a stall users see,
+# and well above what a busy machine's scheduling adds.  0 disables it.
+DEFAULT_SLOW_RESUME_WARNING = 0.1
 
 
 class LuaRequest(Protocol):
@@ -270,7 +276,18 @@ COMMANDS: dict[bytes, _Command] = {
     b"discard_body": _do_discard_body,
     b"multipart": _do_multipart,
     b"cosocket": cosocket.perform,  # ngx.socket.* waits (socket.lua)
+    b"park": scheduler.perform_park,  # ngx.semaphore waits (thread.lua)
 }
+
+
+class _TimerOrigin:
+    """Stands for the request in a timer's commands and warnings: a timer
+    has none (its commands never touch it)."""
+
+    script_path = "an ngx.timer callback"
+
+
+_TIMER = _TimerOrigin()
 
 
 class LuaEngine:
@@ -294,8 +311,15 @@ class LuaEngine:
         root: str = "",
         cgi_patterns: Sequence[str] = (),
         cgi_shebang: bool = True,
+        slow_resume_warning: float = DEFAULT_SLOW_RESUME_WARNING,
+        lua_package_path: str = "",
+        lua_package_cpath: str = "",
+        max_pending_timers: int = scheduler.DEFAULT_MAX_PENDING_TIMERS,
+        max_running_timers: int = scheduler.DEFAULT_MAX_RUNNING_TIMERS,
     ) -> None:
         self.runtime_name = runtime
+        # 0 disables the warning: no resume is longer than infinity.
+        self.slow_resume_warning = slow_resume_warning if slow_resume_warning > 0 else float("inf")
         self.debug = debug
         self.log_to_stderr = log_to_stderr
         self._lua = new_runtime(runtime)
@@ -342,6 +366,20 @@ class LuaEngine:
         self._cgi = CgiMarker(root, cgi_patterns)
         # ngx.socket.* and require "resty.X" (socket.lua, cosocket.py)
         self.cosockets = cosocket.install(lua, driver[b"extensions"])
+        # ngx.re.* and require "ngx.re" (re.lua, regex.py)
+        self.regexes = regex.install(lua, driver[b"extensions"])
+        set_package_paths(lua, lua_package_path, lua_package_cpath)
+        # ngx.thread, ngx.timer, ngx.semaphore, ngx.on_abort (thread.lua,
+        # scheduler.py): contexts with several coroutines, or no request
+        self.timers = scheduler.Timers(
+            self._run_timer, self._drop_timer, max_pending_timers, max_running_timers
+        )
+        threads = self._load_threads(driver[b"extensions"])
+        self._drive_thread = threads[b"drive_thread"]
+        self._client_abort = threads[b"client_abort"]
+        self._start_timer = threads[b"start_timer"]
+        self._drop_timer_lua = threads[b"drop_timer"]
+        self._release = threads[b"release"]
         self._start = driver[b"start"]
         self._drive = driver[b"drive"]
         self._abort = driver[b"abort"]
@@ -354,6 +392,16 @@ class LuaEngine:
         if chunk is None:
             raise RuntimeError(f"cannot load {name}: {err!r}")
         chunk(helpers, extensions)
+
+    def _load_threads(self, extensions: Any) -> Any:
+        source = resources.files("fcgi_lua.lua").joinpath("thread.lua").read_bytes()
+        loaded = self._lua.eval(b"loadstring or load")(source, b"@thread.lua")
+        chunk, err = loaded if isinstance(loaded, tuple) else (loaded, None)
+        if chunk is None:
+            raise RuntimeError(f"cannot load thread.lua: {err!r}")
+        functions = self.timers.functions()
+        functions[b"log"] = self._log
+        return chunk(self._lua.table_from(functions), extensions)
 
     # -- helpers called from Lua ---------------------------------------------
 
@@ -377,24 +425,23 @@ class LuaEngine:
         flat = [item for pair in request.params for item in pair]
         lua_error = self._lua_error
         self._sink = sink
+        # Each resume is timed: one that runs long without yielding is a
+        # blocking call (os.execute, io.popen, LuaSocket) or a long loop.
+        perf_counter = time.perf_counter
+        slow = self.slow_resume_warning
         try:
+            began = perf_counter()
             r, cmd, arg, extra = self._start(
                 factory, self._lua.table_from(flat), time.time(), self._cgi(request.script_path)
             )
+            elapsed = perf_counter() - began
+            if elapsed > slow:
+                self._warn_slow(request, elapsed)
         except lua_error as exc:
             await self._fail(request, sink, f"{request.script_path}: {exc}", emitted=False)
             return
-        commands = COMMANDS
         try:
-            while True:
-                handler = commands.get(cmd)
-                if handler is None:
-                    break
-                value = await handler(request, sink, arg)
-                if type(value) is dict:  # a result with several parts: a Lua table
-                    value = self._lua.table_from(value, recursive=True)
-                self._sink = sink
-                cmd, arg, extra = self._drive(r, time.time(), value)
+            cmd, arg, extra = await self._perform(r, request, sink, cmd, arg, extra)
         except asyncio.CancelledError:
             self._abort(r)
             raise
@@ -409,6 +456,7 @@ class LuaEngine:
             raise
         finally:
             self.cosockets.release(r)  # sockets left open die with the request
+            self._release(r)  # and semaphore waits
         if cmd == b"done":
             if arg:
                 await sink.write(arg)
@@ -419,6 +467,158 @@ class LuaEngine:
         else:
             self._abort(r)
             await self._fail(request, sink, f"unknown command {cmd!r} yielded", emitted=False)
+
+    async def _perform(
+        self, ctx: Any, request: Any, sink: Any, cmd: Any, arg: Any, extra: Any
+    ) -> tuple[Any, Any, Any]:
+        """Perform what the coroutines of ``ctx`` (a request or a timer) yield
+        until it ends; returns the last (cmd, arg, extra): "done" or "error"."""
+        commands = COMMANDS
+        perf_counter = time.perf_counter
+        slow = self.slow_resume_warning
+        while True:  # one coroutine: each command in turn
+            handler = commands.get(cmd)
+            if handler is None:
+                break
+            value = await handler(request, sink, arg)
+            if type(value) is dict:  # a result with several parts: a Lua table
+                value = self._lua.table_from(value, recursive=True)
+            self._sink = sink
+            began = perf_counter()
+            cmd, arg, extra = self._drive(ctx, time.time(), value)
+            elapsed = perf_counter() - began
+            if elapsed > slow:
+                self._warn_slow(request, elapsed)
+        if cmd == b"threads":  # light threads: thread.lua schedules them
+            return await self._perform_threads(ctx, request, sink, arg, extra)
+        return cmd, arg, extra
+
+    async def _perform_threads(
+        self, ctx: Any, request: Any, sink: Any, ops: Any, nops: Any
+    ) -> tuple[Any, Any, Any]:
+        """Several coroutines wait at once: each command is a task, and the
+        thread whose command completes first is resumed first."""
+        tasks: dict[int, asyncio.Task[Any]] = {}
+        aborted = False
+        perf_counter = time.perf_counter
+        slow = self.slow_resume_warning
+        try:
+            self._start_ops(ops, nops, tasks, request, sink)
+            while True:
+                if not tasks:  # cannot happen: waits form a tree whose leaves are tasks
+                    return b"error", b"every light thread waits and none can wake", None
+                try:
+                    await asyncio.wait(list(tasks.values()), return_when=asyncio.FIRST_COMPLETED)
+                except asyncio.CancelledError:
+                    # the front server aborted the request: its on_abort
+                    # handler runs, the request goes on (once)
+                    result = None if aborted else self._client_abort(ctx, time.time())
+                    if result is None:
+                        raise
+                    aborted = True
+                    task = asyncio.current_task()
+                    if task is not None:
+                        task.uncancel()
+                    sink = _DISCARD  # the client is gone
+                    cmd, arg, extra = result
+                    if cmd != b"threads":
+                        return cmd, arg, extra
+                    self._start_ops(arg, extra, tasks, request, sink)
+                    continue
+                for tid, task in list(tasks.items()):
+                    if not task.done() or tasks.get(tid) is not task:
+                        continue  # still waiting, or killed meanwhile
+                    del tasks[tid]
+                    try:
+                        value = task.result()
+                    except Exception:
+                        if not aborted:
+                            raise
+                        value = None  # a write to the vanished client
+                    if type(value) is dict:
+                        value = self._lua.table_from(value, recursive=True)
+                    self._sink = sink
+                    began = perf_counter()
+                    cmd, arg, extra = self._drive_thread(ctx, time.time(), tid, value)
+                    elapsed = perf_counter() - began
+                    if elapsed > slow:
+                        self._warn_slow(request, elapsed)
+                    if cmd != b"threads":
+                        return cmd, arg, extra
+                    self._start_ops(arg, extra, tasks, request, sink)
+        finally:
+            for task in tasks.values():
+                if task.done():
+                    if not task.cancelled():
+                        task.exception()  # retrieved: no "never retrieved" noise
+                else:
+                    task.cancel()
+
+    @staticmethod
+    def _start_ops(
+        ops: Any, nops: Any, tasks: dict[int, asyncio.Task[Any]], request: Any, sink: Any
+    ) -> None:
+        """Start the commands thread.lua listed (id, cmd, arg, ...)."""
+        for i in range(1, int(nops) + 1, 3):
+            tid = int(ops[i])
+            cmd = ops[i + 1]
+            if cmd == b"kill":  # ngx.thread.kill: its wait is abandoned
+                killed = tasks.pop(tid, None)
+                if killed is not None:
+                    killed.cancel()
+                continue
+            handler = COMMANDS.get(cmd)
+            if handler is None:
+                raise RuntimeError(f"unknown command {cmd!r} yielded")
+            tasks[tid] = asyncio.ensure_future(handler(request, sink, ops[i + 2]))
+
+    # -- timers (ngx.timer) ------------------------------------------------------
+
+    async def _run_timer(self, timer_id: int, premature: bool, keep: bool) -> None:
+        """Run timer ``timer_id``'s callback in its own context, no request."""
+        lua_error = self._lua_error
+        self._sink = None
+        try:
+            ctx, cmd, arg, extra = self._start_timer(timer_id, premature, time.time(), keep)
+        except lua_error as exc:
+            log.error("lua failed to run timer: %s, context: ngx.timer", exc)
+            return
+        try:
+            cmd, arg, extra = await self._perform(ctx, _TIMER, None, cmd, arg, extra)
+        except lua_error as exc:
+            self._abort(ctx)
+            log.error("lua entry thread aborted: %s, context: ngx.timer", exc)
+            return
+        except BaseException:
+            self._abort(ctx)
+            raise
+        finally:
+            self.cosockets.release(ctx)
+            self._release(ctx)
+        if cmd == b"error":
+            log.error(
+                "lua entry thread aborted: runtime error: %s, context: ngx.timer",
+                arg.decode("utf-8", "replace"),
+            )
+        elif cmd != b"done":
+            log.error("unknown command %r yielded by a timer", cmd)
+
+    def _drop_timer(self, timer_id: int, keep: bool) -> str:
+        where = self._drop_timer_lua(timer_id, keep)
+        return where.decode("utf-8", "replace") if isinstance(where, bytes) else str(where)
+
+    async def shutdown(self, timeout: float) -> None:
+        """The worker stops: pending timers run now with premature = true,
+        running ones get ``timeout`` seconds (ngx.worker.exiting() is true)."""
+        await self.timers.shutdown(timeout)
+
+    def _warn_slow(self, request: LuaRequest, seconds: float) -> None:
+        log.warning(
+            "%s: one resume ran %.3f s without yielding: a blocking call (os.execute, "
+            "io.popen, LuaSocket...) or a long computation stalls every request of this worker",
+            request.script_path,
+            seconds,
+        )
 
     async def _fail(
         self, request: LuaRequest, sink: OutputSink, message: str, *, emitted: bool
@@ -446,6 +646,17 @@ class LuaEngine:
         await sink.write(block if head else block + body)
 
 
+def set_package_paths(lua: Any, path: str, cpath: str) -> None:
+    """``lua_package_path`` / ``lua_package_cpath`` as nginx's directives:
+    the value replaces the search path, and ``;;`` in it stands for the
+    default one (lupa's, plus Debian's /usr/share/lua/5.x)."""
+    package = lua.globals().package
+    for key, value in ((b"path", path), (b"cpath", cpath)):
+        if value:
+            default = package[key].decode("utf-8", "replace").strip(";")
+            package[key] = value.replace(";;", ";" + default + ";").strip(";").encode()
+
+
 class CgiMarker:
     """Which scripts run in CGI mode (docs/cgi.md): those whose path,
     relative to the document root, matches one of ``cgi_patterns``
@@ -469,6 +680,19 @@ class CgiMarker:
             if len(self._known) < 10_000:  # bounded: paths come from requests
                 self._known[path] = known
         return known
+
+
+class _DiscardSink:
+    """Where output goes once the client went away (after ngx.on_abort)."""
+
+    async def write(self, data: bytes) -> None:
+        return None
+
+    def stderr(self, data: bytes) -> None:
+        return None
+
+
+_DISCARD = _DiscardSink()
 
 
 class _Null:

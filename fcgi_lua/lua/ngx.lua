@@ -63,13 +63,19 @@ local NULL = helpers.null
 -- user coroutine's own yields are told apart from I/O.
 local IO = {}
 
-local cur -- the request running now
+local cur -- the request running now (nil while a timer runs)
+-- The context running now: a request (then cur_ctx == cur) or a timer
+-- (thread.lua); sleeps, cosockets and light threads need only a context.
+local cur_ctx
 local now_cache = 0 -- seconds, float; set by the driver on every resume
 
 local ngx = {}
 _G.ngx = ngx
 
 local function no_request()
+    if cur_ctx then -- a timer: there is no request behind it
+        error("API disabled in the context of ngx.timer", 3)
+    end
     error("no request found", 3)
 end
 
@@ -777,12 +783,15 @@ end
 
 function ngx.exit(rc)
     local r = cur
-    if not r then
+    if not r and not cur_ctx then
         no_request()
     end
     local status = tonumber(rc)
     if status == nil then
         error("bad argument #1 to 'exit' (number expected, got " .. type(rc) .. ")", 2)
+    end
+    if not r then -- a timer: ends it, with its light threads
+        co_yield(IO, "exit", status)
     end
     if status == -2 or status == -4 then
         error("bad argument to 'ngx.exit': does not accept NGX_AGAIN or NGX_DONE", 2)
@@ -837,7 +846,7 @@ function ngx.redirect(uri, status)
 end
 
 function ngx.sleep(sec)
-    if not cur then
+    if not cur_ctx then
         no_request()
     end
     local s = tonumber(sec)
@@ -1516,7 +1525,7 @@ ngx.location = {
 
 ---------------------------------------------------------------- ngx itself
 
-ngx.get_phase = function() return "content" end
+ngx.get_phase = function() return (cur or not cur_ctx) and "content" or "timer" end
 
 local ngx_dynamic = {
     status = function(r) return r.status end,
@@ -1539,7 +1548,10 @@ setmetatable(ngx, {
         if get then
             local r = cur
             if not r then
-                no_request()
+                if key ~= "ctx" or not cur_ctx then
+                    no_request()
+                end
+                r = cur_ctx -- a timer has its own ngx.ctx
             end
             return get(r)
         end
@@ -1562,7 +1574,7 @@ setmetatable(ngx, {
             end
             r.status = s
         elseif key == "ctx" then
-            local r = cur
+            local r = cur or cur_ctx
             if not r then
                 no_request()
             end
@@ -1641,6 +1653,9 @@ local env_mt = { __index = _G }
 local extensions = {
     IO = IO,
     current = function() return cur end,
+    -- The context running now (the request, or a timer): what cosockets
+    -- and light threads belong to.
+    context = function() return cur_ctx end,
     -- Appends to the request's output without committing the headers,
     -- so they can still change until the first flush (mk.print).
     buffer = function(r, s)
@@ -1678,11 +1693,14 @@ local function compile(src, chunkname)
 end
 
 local function finish(r)
+    if r.eof or r.timer then
+        return "done", "", nil
+    end
     return "done", take_output(r, true), nil
 end
 
 local function finish_exit(r, rc)
-    if r.eof then
+    if r.eof or r.timer then
         return "done", "", nil
     end
     if not r.header_sent and r.status == 0 and rc >= 200 then
@@ -1702,24 +1720,29 @@ local function finish_exit(r, rc)
     return finish(r)
 end
 
--- The result of one resume: a command for Python, or the end.
+-- The entry thread failed: the traceback, and whether a response is out.
+local function fail(r, err)
+    if type(err) ~= "string" then
+        err = tostring(err)
+    end
+    local tb = traceback(r.co, err)
+    local response = r.emitted and "" or nil
+    r.dead = true
+    return "error", tb, response
+end
+
+-- The result of one resume of the entry thread: a command for Python, or
+-- the end.  With light threads, thread.lua schedules them all.
 local function step(r, ok, first, cmd, arg)
+    if r.threads then
+        return extensions.thread_step(r, ok, first, cmd, arg)
+    end
     while true do
         if not ok then
-            local err = first
-            if type(err) ~= "string" then
-                err = tostring(err)
-            end
-            local tb = traceback(r.co, err)
-            local response = r.emitted and "" or nil
-            r.dead = true
-            return "error", tb, response
+            return fail(r, first)
         end
         if co_status(r.co) == "dead" then
             r.dead = true
-            if r.eof then
-                return "done", "", nil
-            end
             return finish(r)
         end
         if first == IO then
@@ -1776,13 +1799,24 @@ local function start(factory, params, now, cgi)
     end
     r.co = co_create(fn)
     cur = r
+    cur_ctx = r
     return r, step(r, co_resume(r.co))
 end
 
--- Python: cmd, arg = drive(r, now, value)
-local function drive(r, now, value)
+-- Before resuming a coroutine of the context `ctx` (a request or a timer).
+local function enter(ctx, now)
     now_cache = now
-    cur = r
+    cur_ctx = ctx
+    if ctx.timer then
+        cur = nil
+    else
+        cur = ctx
+    end
+end
+
+-- Python: cmd, arg = drive(r, now, value), r a request or a timer context
+local function drive(r, now, value)
+    enter(r, now)
     return step(r, co_resume(r.co, value))
 end
 
@@ -1794,7 +1828,18 @@ local function abort(r)
     if cur == r then
         cur = nil
     end
+    if cur_ctx == r then
+        cur_ctx = nil
+    end
 end
+
+-- for thread.lua: contexts, and their end
+extensions.enter = enter
+extensions.step = step
+extensions.finish = finish
+extensions.finish_exit = finish_exit
+extensions.fail = fail
+extensions.resume = co_resume -- the raw one: coroutine.resume passes I/O yields up
 
 return {
     compile = compile,

@@ -38,7 +38,7 @@ local io_open = io.open
 local require = require
 
 local IO = ext.IO
-local current = ext.current
+local current = ext.context -- the request, or the timer, a socket belongs to
 
 local py_new_owner = C.new_owner
 local py_connect = C.connect

@@ -378,6 +378,8 @@ http {{
     server {{  # oracle: OpenResty runs the same files
         listen 127.0.0.1:{ports["oracle"]};
         root {root};
+        # fcgi-lua always notices a client abort (ngx.on_abort)
+        lua_check_client_abort on;
         location ~ [^/]\\.lua$ {{
             content_by_lua_file $document_root$uri;
         }}

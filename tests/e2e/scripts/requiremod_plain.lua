@@ -1,0 +1,2 @@
+-- a module for require_toplevel.lua
+return { value = "loaded" }

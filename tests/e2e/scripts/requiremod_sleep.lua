@@ -1,0 +1,3 @@
+-- a module for require_toplevel.lua whose top level yields
+ngx.sleep(0.001)
+return { value = "slept" }

@@ -1,0 +1,21 @@
+-- light threads: the new thread runs first; wait returns the first to end
+local function f(name, d)
+    ngx.say("start ", name)
+    ngx.sleep(d)
+    ngx.say("end ", name)
+    return name, d
+end
+local t1 = ngx.thread.spawn(f, "a", 0.06)
+local t2 = ngx.thread.spawn(f, "b", 0.01)
+ngx.say("spawned ", type(t1))
+ngx.say(ngx.thread.wait(t1, t2))
+ngx.say(ngx.thread.wait(t1))
+ngx.say(ngx.thread.wait(t1))
+local t3 = ngx.thread.spawn(function() return 1, nil, 3 end)
+ngx.say(select("#", ngx.thread.wait(t3)), " ", coroutine.status(t3))
+local t4 = ngx.thread.spawn(function() ngx.sleep(5) ngx.say("never") end)
+ngx.say(ngx.thread.kill(t4), " ", select(2, ngx.thread.kill(t4)))
+local z = ngx.thread.spawn(function() return 1 end)
+ngx.say(select(2, ngx.thread.kill(z)))
+ngx.thread.spawn(function() ngx.sleep(0.02) ngx.say("last word of a thread") end)
+ngx.say("entry ends")
