@@ -63,6 +63,9 @@ class Config:
     # Answered to FCGI_GET_VALUES; FCGI_MAX_REQS is also the cap on
     # requests in flight per worker: beyond it a request gets 503.
     max_conns: int = 1024
+    # Pending connections the kernel queues per listening socket (capped by
+    # net.core.somaxconn): a burst of connects beyond it fails at once.
+    backlog: int = 4096
     max_reqs: int = 1024
     log_level: str = "info"
     error_log: str = "stderr"
@@ -195,6 +198,7 @@ OPTIONS: dict[str, Option] = {
         Option("client_body_buffer_size", int, _positive),
         Option("client_body_temp_path", str, _check_temp_path),
         Option("max_conns", int, _positive),
+        Option("backlog", int, _positive),
         Option("max_reqs", int, _positive),
         Option("log_level", str, _one_of(LOG_LEVELS)),
         Option("error_log", str),

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
+import gc
 import logging
 import os
 import socket
@@ -30,6 +33,24 @@ log = logging.getLogger("fcgi_lua.server")
 # iteration) unless this many bytes are waiting: a small response leaves in
 # one piece, a large one is handed to the transport's flow control at once.
 CORK_LIMIT = 64 * 1024
+
+# A burst of at least this many requests in flight is followed, once the
+# worker has been idle for TRIM_IDLE_SECONDS, by a collection and a
+# malloc_trim: small loads never pay for it.
+TRIM_AFTER_PEAK = 256
+TRIM_IDLE_SECONDS = 1.0
+
+
+def _load_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim: Callable[[int], int] = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+    return trim
+
+
+_malloc_trim = _load_malloc_trim()
 
 
 class Engine(Protocol):
@@ -382,6 +403,7 @@ class Server:
         # Set by a graceful stop: connections close as soon as they are idle.
         self.draining = False
         self.requests_served = 0
+        self._peak_in_flight = 0
         # Called once when max_requests is reached (the worker recycles).
         self.on_max_requests: Callable[[], None] | None = None
 
@@ -392,16 +414,35 @@ class Server:
     def spawn(self, coro: Any) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
         self.tasks.add(task)
+        if len(self.tasks) > self._peak_in_flight:
+            self._peak_in_flight = len(self.tasks)
         task.add_done_callback(self._task_done)
         return task
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
         self.requests_served += 1
+        if not self.tasks and self._peak_in_flight >= TRIM_AFTER_PEAK:
+            self._peak_in_flight = 0
+            asyncio.get_running_loop().call_later(TRIM_IDLE_SECONDS, self._trim_when_idle)
         limit = self.config.max_requests
         if limit and self.requests_served == limit and self.on_max_requests is not None:
             log.info("served max_requests=%d; recycling this worker", limit)
             self.on_max_requests()
+
+    def _trim_when_idle(self) -> None:
+        """After a burst, give the memory it needed back to the system.
+
+        Python's allocator and glibc keep freed memory for reuse, so a
+        worker that once held 10,000 requests would stay that large.  Run
+        only when the worker is idle again, so no request pays for it.
+        """
+        if self.tasks:
+            return
+        gc.collect()
+        if _malloc_trim is not None:
+            _malloc_trim(0)
+        log.debug("idle after a burst: collected and trimmed the heap")
 
     def _protocol(self) -> FastCGIProtocol:
         return FastCGIProtocol(self)
@@ -414,11 +455,15 @@ class Server:
             sockets = bind_all(self.config)
         for sock in sockets:
             if sock.family == socket.AF_UNIX:
-                server = await loop.create_unix_server(self._protocol, sock=sock, backlog=1024)
+                server = await loop.create_unix_server(
+                    self._protocol, sock=sock, backlog=self.config.backlog
+                )
                 if owned:
                     self._unix_paths.append(sock.getsockname())
             else:
-                server = await loop.create_server(self._protocol, sock=sock, backlog=1024)
+                server = await loop.create_server(
+                    self._protocol, sock=sock, backlog=self.config.backlog
+                )
             self._servers.append(server)
             log.info("listening on %s", describe_socket(sock))
 
@@ -472,7 +517,7 @@ def bind_all(config: Config) -> list[socket.socket]:
             sock.close()
         raise
     for sock in sockets:
-        sock.listen(1024)
+        sock.listen(config.backlog)
         sock.setblocking(False)
     return sockets
 

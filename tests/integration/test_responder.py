@@ -271,3 +271,23 @@ def test_unix_socket_mode_and_stale_socket_replaced(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         bind_unix(str(regular), 0o600)
     assert regular.read_text() == "keep me"
+
+
+def test_memory_is_trimmed_once_idle_after_a_burst(
+    responder: Responder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fcgi_lua.server as server_module
+
+    trims: list[int] = []
+    monkeypatch.setattr(server_module, "_malloc_trim", lambda pad: trims.append(pad) or 1)
+    monkeypatch.setattr(server_module, "TRIM_IDLE_SECONDS", 0.1)
+    ids = set(range(1, server_module.TRIM_AFTER_PEAK + 20))
+    with connect(responder) as sock:
+        for request_id in ids:
+            begin(sock, request_id)
+            params(sock, request_id, script_params(responder, "sleep.lua", "t=0.3&id=x"))
+        out, _ = read_until_ended(sock, set(ids))
+        assert all(body.endswith(b"slept x\n") for body in out.values())
+        assert trims == []  # not while busy
+        time.sleep(0.5)
+    assert trims == [0]
