@@ -75,6 +75,21 @@ local function no_request()
     error("no request found", 3)
 end
 
+-- The connection behind a socket object, or nil once it is closed; raises
+-- (for the method's caller) outside a request and for a socket made by
+-- another request, as OpenResty does ("bad request").
+local function live_conn(self)
+    local r = current()
+    if not r then
+        error("no request found", 3)
+    end
+    local conn = self[CONN]
+    if conn and self[REQ] ~= r then
+        error("bad request", 3)
+    end
+    return conn
+end
+
 local function owner_of(r)
     local owner = r.cosocket_owner
     if not owner then
@@ -274,16 +289,9 @@ function tcp.send(self, ...)
     if nargs ~= 1 then
         error("expecting 2 arguments (including the object), but got " .. (nargs + 1), 2)
     end
-    local r = current()
-    if not r then
-        no_request()
-    end
-    local conn = self[CONN]
+    local conn = live_conn(self)
     if not conn then
         return nil, "closed"
-    end
-    if self[REQ] ~= r then
-        error("bad request", 2)
     end
     local data = to_bytes((...), "send")
     if data == "" then
@@ -324,16 +332,9 @@ function tcp.receive(self, ...)
     if nargs > 1 then
         error("expecting 1 or 2 arguments (including the object), but got " .. (nargs + 1), 2)
     end
-    local r = current()
-    if not r then
-        no_request()
-    end
-    local conn = self[CONN]
+    local conn = live_conn(self)
     if not conn then
         return nil, "closed"
-    end
-    if self[REQ] ~= r then
-        error("bad request", 2)
     end
     local mode, size = LINE, 0
     if nargs == 1 then
@@ -431,16 +432,9 @@ function tcp.close(self, ...)
         error("expecting 1 argument (including the object) but seen "
               .. (select("#", ...) + 1), 2)
     end
-    local r = current()
-    if not r then
-        no_request()
-    end
-    local conn = self[CONN]
+    local conn = live_conn(self)
     if not conn then
         return nil, "closed"
-    end
-    if self[REQ] ~= r then
-        error("bad request", 2)
     end
     self[CONN] = nil
     return py_close(conn)
@@ -475,10 +469,6 @@ function tcp.setkeepalive(self, ...)
     if nargs > 2 then
         error("expecting 1 to 3 arguments (including the object), but got " .. (nargs + 1), 2)
     end
-    local r = current()
-    if not r then
-        no_request()
-    end
     local timeout, size = ...
     if timeout ~= nil then
         local t = tonumber(timeout)
@@ -496,12 +486,9 @@ function tcp.setkeepalive(self, ...)
         end
         size = floor(s)
     end
-    local conn = self[CONN]
+    local conn = live_conn(self)
     if not conn then
         return nil, "closed"
-    end
-    if self[REQ] ~= r then
-        error("bad request", 2)
     end
     local ok, err = py_keepalive(conn, self[KEY], timeout, size)
     if ok then
@@ -522,16 +509,9 @@ function tcp.getreusedtimes(self)
 end
 
 function tcp.sslhandshake(self, reused_session, server_name, ssl_verify, send_status_req)
-    local r = current()
-    if not r then
-        no_request()
-    end
-    local conn = self[CONN]
+    local conn = live_conn(self)
     if not conn then
         return nil, "closed"
-    end
-    if self[REQ] ~= r then
-        error("bad request", 2)
     end
     if server_name ~= nil and type(server_name) ~= "string" then
         error("bad server name type", 2)
@@ -604,16 +584,9 @@ function udp.send(self, ...)
         error("expecting 2 arguments (including the object), but got "
               .. (select("#", ...) + 1), 2)
     end
-    local r = current()
-    if not r then
-        no_request()
-    end
-    local conn = self[CONN]
+    local conn = live_conn(self)
     if not conn then
         return nil, "closed"
-    end
-    if self[REQ] ~= r then
-        error("bad request", 2)
     end
     return py_udp_send(conn, to_bytes((...), "send"))
 end
@@ -623,10 +596,6 @@ function udp.receive(self, ...)
     if nargs > 1 then
         error("expecting 1 or 2 arguments (including the object), but got " .. (nargs + 1), 2)
     end
-    local r = current()
-    if not r then
-        no_request()
-    end
     local size = ...
     if size ~= nil then
         local n = tonumber(size)
@@ -635,12 +604,9 @@ function udp.receive(self, ...)
         end
         size = floor(n)
     end
-    local conn = self[CONN]
+    local conn = live_conn(self)
     if not conn then
         return nil, "closed"
-    end
-    if self[REQ] ~= r then
-        error("bad request", 2)
     end
     local data, err = py_udp_receive(conn, size, self[RTIMEOUT])
     if data == true then
@@ -664,16 +630,9 @@ function udp.settimeout(self, ...)
 end
 
 function udp.close(self)
-    local r = current()
-    if not r then
-        no_request()
-    end
-    local conn = self[CONN]
+    local conn = live_conn(self)
     if not conn then
         return nil, "closed"
-    end
-    if self[REQ] ~= r then
-        error("bad request", 2)
     end
     self[CONN] = nil
     return py_udp_close(conn)
