@@ -186,6 +186,8 @@ class Bench:
             "--workers", "1",
             "-o", "log_level=warning",
         ]  # fmt: skip
+        for option in self.args.fcgi_option:
+            argv += ["-o", option]
         proc = self.start("fcgi-lua", argv, signal.SIGTERM)
         wait_connectable(str(sock), proc, self.tmp / "fcgi-lua.log")
         return proc
@@ -367,6 +369,13 @@ def main(argv: list[str] | None = None) -> int:
         help="fastcgi_keep_conn on for php-fpm too (stalls: see bench/README.md)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, configs)")
+    parser.add_argument(
+        "--fcgi-option",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="extra fcgi-lua config, e.g. status_path=/fcgi-status (metrics on)",
+    )
     args = parser.parse_args(argv)
     runs = set(args.only or ["fcgi-lua", "php-fpm", "sleep"])
     if not shutil.which("wrk"):

@@ -15,11 +15,12 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 import tomllib
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from fcgi_lua import __version__
+from fcgi_lua import __version__, metrics
 from fcgi_lua.config import Config, ConfigError, load
 from fcgi_lua.request import Request
 
@@ -70,7 +71,24 @@ def make_engine(config: Config, worker_id: int = 0) -> Any:
         slow_resume_warning=config.slow_resume_warning,
         max_pending_timers=config.max_pending_timers,
         max_running_timers=config.max_running_timers,
+        max_instructions=config.max_instructions,
+        request_timeout=config.request_timeout,
+        lua_memory_limit=config.lua_memory_limit,
+        sandbox=config.sandbox,
+        body_temp_dir=config.client_body_temp_path,
+        shared_dicts=_open_shared_dicts(config),
     )
+
+
+def _open_shared_dicts(config: Config) -> Any:
+    # ngx.shared.DICT: the store the master prepared, opened in this process
+    # (an LMDB environment must never cross a fork).
+    if not config.shared_dicts:
+        return None
+    from fcgi_lua import shdict
+
+    path = shdict.store_path(config.shared_dict_path, config.listen)
+    return shdict.SharedDicts(path, config.shared_dicts)
 
 
 # -- serve ---------------------------------------------------------------------
@@ -83,11 +101,21 @@ async def _serve(
     heartbeat_fd: int | None = None,
 ) -> int:
     """One serving process: the only one (workers = 1) or a forked worker."""
+    from fcgi_lua.accesslog import AccessLog
     from fcgi_lua.server import Server
     from fcgi_lua.workers import HEARTBEAT_INTERVAL, heartbeat, reopen_log_files
 
     engine = make_engine(config, worker_id)
+    recorder = metrics.start_worker(config.root)  # before Server: it reads it
     server = Server(config, engine)
+    access_log = None
+    if config.access_log != "off":
+        try:
+            access_log = AccessLog(config.access_log)
+        except OSError as exc:
+            log.error("cannot open access_log: %s", exc)
+            return 1
+        server.set_access_log(access_log)
     # Everything allocated so far (modules, the Lua VM's Python side) lives
     # as long as the worker: keep the collector off it, and collect young
     # objects less often; a request allocates few cycles.
@@ -116,6 +144,7 @@ async def _serve(
     loop.add_signal_handler(signal.SIGINT, fast if sockets is not None else graceful)
     loop.add_signal_handler(signal.SIGUSR1, reopen_log_files)
     server.on_max_requests = graceful
+    engine.on_exhausted = graceful  # lua_memory_limit: a VM too full to go on
     beat: asyncio.TimerHandle | None = None
     if heartbeat_fd is not None:
         os.set_blocking(heartbeat_fd, False)
@@ -126,6 +155,20 @@ async def _serve(
             beat = loop.call_later(HEARTBEAT_INTERVAL, tick)
 
         tick()
+    sampler: asyncio.TimerHandle | None = None
+    if recorder is not None or access_log is not None:
+
+        def sample() -> None:
+            nonlocal sampler
+            if recorder is not None:
+                recorder.sample(server.in_flight, server.requests_served)
+                recorder.lua_memory = engine.lua_memory()
+                recorder.flush()
+            if access_log is not None:
+                access_log.flush()
+            sampler = loop.call_later(metrics.FLUSH_INTERVAL, sample)
+
+        sample()
     log.info(
         "fcgi-lua %s serving %s (runtime %s, pid %d)",
         __version__,
@@ -140,6 +183,13 @@ async def _serve(
     await asyncio.gather(server.stop(timeout), engine.shutdown(timeout))
     if beat is not None:
         beat.cancel()
+    if sampler is not None:
+        sampler.cancel()
+    if recorder is not None:
+        recorder.sample(0, server.requests_served)
+    metrics.stop_worker()  # its last counts
+    if access_log is not None:
+        access_log.close()
     log.info("stopped (pid %d)", os.getpid())
     return 0
 
@@ -166,6 +216,44 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"fcgi-lua: {exc}", file=sys.stderr)
         return 2
     setup_logging(config)
+    if config.status_path:
+        # before any fork: every worker writes its metrics there
+        try:
+            metrics.setup(config.metrics_dir)
+        except OSError as exc:
+            log.error("cannot use metrics_dir: %s", exc)
+            return 1
+    try:
+        store = _prepare_shared_dicts(config)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 1
+    try:
+        return _serve_processes(config, args, overrides)
+    finally:
+        metrics.teardown()
+        if store:
+            from fcgi_lua import shdict
+
+            shdict.remove(store)
+
+
+def _prepare_shared_dicts(config: Config) -> str | None:
+    """Empty ngx.shared zones before any worker starts (as nginx's are):
+    the store's path, or None without zones."""
+    if not config.shared_dicts:
+        return None
+    from fcgi_lua import shdict
+
+    path = shdict.store_path(config.shared_dict_path, config.listen)
+    try:
+        shdict.prepare(path, config.shared_dicts)
+    except shdict.SharedDictError as exc:
+        raise ConfigError(str(exc)) from exc
+    return path
+
+
+def _serve_processes(config: Config, args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     if config.workers == 1:
         return run_loop(lambda: _serve(config))
     from fcgi_lua.server import bind_all
@@ -291,7 +379,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         body_buffer_size=config.client_body_buffer_size,
         body_temp_dir=config.client_body_temp_path or None,
     )
-    return run_loop(lambda: _run_once(config, request, body))
+    if not config.shared_dicts:
+        return run_loop(lambda: _run_once(config, request, body))
+    # One run, one private store (a server may use the default one).
+    with tempfile.TemporaryDirectory(prefix="fcgi-lua-run-") as tmp:
+        config = config.replace(shared_dict_path=os.path.join(tmp, "shdict"))
+        try:
+            _prepare_shared_dicts(config)
+        except ConfigError as exc:
+            print(f"fcgi-lua: {exc}", file=sys.stderr)
+            return 2
+        return run_loop(lambda: _run_once(config, request, body))
 
 
 # -- parser ----------------------------------------------------------------------

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from fcgi_lua.limits import check_clients
 
 RUNTIMES = ("luajit21", "luajit20", "lua51", "lua52", "lua53", "lua54", "lua55")
 RECOMPILE_POLICIES = ("mtime", "always", "never")
@@ -42,6 +45,13 @@ class Config:
     # nginx workers usually run as another user (www-data, nobody) than the
     # responder; 0666 lets them connect.  Tighten it with a shared group.
     socket_mode: int = 0o666
+    # Owner and group (names or numeric ids) given to Unix sockets; ""
+    # leaves them to the process.  Changing the owner needs root.
+    socket_owner: str = ""
+    socket_group: str = ""
+    # TCP peers allowed to connect (IP addresses, CIDR blocks); [] allows
+    # every peer.  Others are closed at accept, with a log line.
+    allowed_clients: list[str] = field(default_factory=list)
     extensions: list[str] = field(default_factory=lambda: [".lua"])
     lua_runtime: str = ""
     recompile: str = "mtime"
@@ -99,6 +109,31 @@ class Config:
     # ("" keeps the default; ";;" in a value stands for it).
     lua_package_path: str = ""
     lua_package_cpath: str = ""
+    # Limits (why these defaults: fcgi_lua/limits.py); 0 turns each off.
+    max_instructions: int = 100_000_000
+    request_timeout: float = 60.0
+    lua_memory_limit: int = 0
+    # Remove os.execute, io.popen, debug...; confine files to root and the
+    # require path (docs/lua-api.md, "Limits and sandbox").
+    sandbox: bool = False
+    # ngx.shared.DICT zones, name -> size in bytes (nginx's lua_shared_dict),
+    # shared by every worker; kept in one LMDB store under shared_dict_path
+    # ("" is a directory in the system temp dir keyed by user and listen).
+    shared_dicts: dict[str, int] = field(default_factory=dict)
+    shared_dict_path: str = ""
+    # Paths the responder answers itself, like PHP-FPM's pm.status_path and
+    # ping.path (docs/operations.md); "" is off.  status_path turns metrics on.
+    status_path: str = ""
+    ping_path: str = ""
+    ping_response: str = "pong"
+    # Where workers share their metrics (prometheus-client's multiprocess
+    # directory); "" is a private temp dir removed at exit.
+    metrics_dir: str = ""
+    # "off" or a file: one line per request (fcgi_lua/accesslog.py).
+    access_log: str = "off"
+    # Log a WARNING with the Lua traceback of a request running longer than
+    # this many seconds; 0 is off.
+    slow_request_threshold: float = 0.0
 
     def validate(self, source: str = "config") -> None:
         for spec in OPTIONS.values():
@@ -108,6 +143,13 @@ class Config:
                 raise ConfigError(f"{source}: {spec.name}: {problem} (got {value!r})")
         if not self.lua_runtime:
             self.lua_runtime = _default_runtime()
+        if self.lua_memory_limit and self.lua_runtime.startswith("luajit"):
+            # measured: LuaJIT aborts the process when a script fills the
+            # limit (docs/runtimes.md, "What each runtime guarantees")
+            raise ConfigError(
+                f"{source}: lua_memory_limit: needs a PUC Lua runtime (lua51 ... lua55), "
+                f"not {self.lua_runtime}"
+            )
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
@@ -177,6 +219,40 @@ def _check_mode(value: int) -> str | None:
     return None if 0 <= value <= 0o777 else "must be a file mode between 0 and 0777"
 
 
+def _check_uri_path(value: str) -> str | None:
+    if value and (not value.startswith("/") or any(c in value for c in "?# ")):
+        return "must be empty or a path like '/fcgi-status'"
+    return None
+
+
+# nginx refuses lua_shared_dict zones under 8k ("invalid lua shared dict size").
+MIN_SHARED_DICT_SIZE = 8192
+SHARED_DICT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+
+
+def _check_shared_dicts(value: dict[str, int]) -> str | None:
+    for name, size in value.items():
+        if not SHARED_DICT_NAME.fullmatch(name):
+            return f"{name}: a zone name is a letter or _ then up to 63 letters, digits, _ . -"
+        if size < MIN_SHARED_DICT_SIZE:
+            return f"{name}: size must be at least 8k"
+    return None
+
+
+def _check_shared_dict_path(value: str) -> str | None:
+    parent = os.path.dirname(os.path.abspath(value)) if value else ""
+    if value and not os.path.isdir(parent):
+        return f"{parent} is not a directory"
+    return None
+
+
+def _check_memory_limit(value: int) -> str | None:
+    # below this a worker cannot even load the ngx API
+    if value and value < 4 * 1024 * 1024:
+        return "must be 0 (no limit) or at least 4m"
+    return None
+
+
 def _check_runtime(value: str) -> str | None:
     return None if not value or value in RUNTIMES else f"must be one of {', '.join(RUNTIMES)}"
 
@@ -214,6 +290,21 @@ OPTIONS: dict[str, Option] = {
         Option("cgi_shebang", bool),
         Option("lua_package_path", str),
         Option("lua_package_cpath", str),
+        Option("max_instructions", int, _not_negative),
+        Option("request_timeout", float, _not_negative),
+        Option("lua_memory_limit", int, _check_memory_limit),
+        Option("sandbox", bool),
+        Option("socket_owner", str),
+        Option("socket_group", str),
+        Option("allowed_clients", list, check_clients, str),
+        Option("shared_dicts", dict, _check_shared_dicts, int),
+        Option("shared_dict_path", str, _check_shared_dict_path),
+        Option("status_path", str, _check_uri_path),
+        Option("ping_path", str, _check_uri_path),
+        Option("ping_response", str),
+        Option("metrics_dir", str),
+        Option("access_log", str),
+        Option("slow_request_threshold", float, _not_negative),
     )
 }
 assert set(OPTIONS) == {f.name for f in dataclasses.fields(Config)}
@@ -267,6 +358,18 @@ def coerce(spec: Option, value: Any, source: str) -> Any:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
         raise ConfigError(f"{where}: expected a number (got {value!r})")
+    if spec.kind is dict:  # name -> size (shared_dicts)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table of name = size (got {value!r})")
+        sizes = {}
+        for name, size in value.items():
+            if isinstance(size, bool) or not isinstance(size, (int, str)):
+                raise ConfigError(f"{where}: {name}: expected a size like 10m (got {size!r})")
+            try:
+                sizes[name] = parse_size(size)
+            except ValueError as exc:
+                raise ConfigError(f"{where}: {name}: {exc}") from exc
+        return sizes
     if spec.kind is list:
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, list) or not all(isinstance(i, str) for i in items):

@@ -13,17 +13,23 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import gc
+import grp
 import logging
 import os
+import pwd
 import socket
 import stat
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, cast
 
-from fcgi_lua import fastcgi
+from fcgi_lua import fastcgi, metrics, status
+from fcgi_lua.accesslog import AccessLog
 from fcgi_lua.config import Config, parse_listen
 from fcgi_lua.http import error_response
+from fcgi_lua.limits import ClientFilter
 from fcgi_lua.request import Request
 from fcgi_lua.scripts import ScriptRejected, ScriptResolver
 
@@ -64,16 +70,30 @@ class ConnectionGone(Exception):
 class _Sink:
     """Where one request's output goes: STDOUT/STDERR records on its connection."""
 
-    __slots__ = ("_conn", "_request_id")
+    __slots__ = ("_conn", "_request_id", "first", "sent")
 
     def __init__(self, conn: FastCGIProtocol, request_id: int) -> None:
         self._conn = conn
         self._request_id = request_id
+        # For metrics and the access log: bytes sent, and the start of the
+        # header block (its "Status: NNN" line comes first).
+        self.first = b""
+        self.sent = 0
+
+    @property
+    def status(self) -> int:
+        first = self.first
+        if first.startswith(b"Status: ") and first[8:11].isdigit():
+            return int(first[8:11])
+        return 200 if first else 0
 
     async def write(self, data: bytes) -> None:
         conn = self._conn
         if conn.closed:
             raise ConnectionGone("front server closed the connection")
+        if not self.first:
+            self.first = data[:16]
+        self.sent += len(data)
         conn.write(conn.codec.send(fastcgi.Stdout(self._request_id, data)))
         if conn.write_paused:
             await conn.drained()
@@ -133,6 +153,12 @@ class FastCGIProtocol(asyncio.Protocol):
         transport.set_write_buffer_limits(high=self.server.config.write_buffer_high)
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "unix"
+        clients = self.server.client_filter
+        if clients and isinstance(peer, tuple) and not clients.allows(peer[0]):
+            log.warning("connection from %s refused: not in allowed_clients", self.peer)
+            self.closed = True
+            transport.abort()
+            return
         self.server.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
@@ -334,10 +360,20 @@ class FastCGIProtocol(asyncio.Protocol):
         server = self.server
         sink = _Sink(self, request_id)
         head = False
+        params: dict[bytes, bytes] = {}
+        # metrics, access log, slow-request log: off, none of it is paid for
+        observe = server.observing
+        began = time.perf_counter() if observe else 0.0
+        slow: asyncio.TimerHandle | None = None
+        aborted = False
         try:
             params = dict(request.params)
             head = params.get(b"REQUEST_METHOD") == b"HEAD"
-            if server.in_flight > server.config.max_reqs:
+            answer = server.answer_builtin(params, head) if server.builtin_paths else None
+            if answer is not None:
+                observe = False  # the status page does not count itself
+                await sink.write(answer)
+            elif server.in_flight > server.config.max_reqs:
                 log.warning("over max_reqs=%d requests in flight; 503", server.config.max_reqs)
                 await sink.write(error_response(503, head=head))
             elif request.body_error is not None:
@@ -353,12 +389,18 @@ class FastCGIProtocol(asyncio.Protocol):
                     log.info("%d: %s", exc.status, exc.reason)
                     await sink.write(error_response(exc.status, head=head))
                 else:
+                    if server.slow_request_threshold:
+                        slow = asyncio.get_running_loop().call_later(
+                            server.slow_request_threshold, server.report_slow, request, began
+                        )
                     await server.engine.run(request, sink)
         except asyncio.CancelledError:
+            aborted = True
             if not self.closed and request_id in self.codec.active_request_ids:
                 self._end(request_id)
             raise
         except ConnectionGone:
+            aborted = True
             log.info("front server closed the connection during %s", request.script_path)
             return
         except Exception:
@@ -372,6 +414,10 @@ class FastCGIProtocol(asyncio.Protocol):
             # (and the request's Lua coroutine) waits for a full collection,
             # which the worker's GC settings make rare (bench/README.md).
             tracked.task = None
+            if slow is not None:
+                slow.cancel()
+            if observe:
+                server.request_done(params, request.script_path, sink, began, aborted)
         if not self.closed:
             self._end(request_id)
 
@@ -396,6 +442,7 @@ class Server:
         self.config = config
         self.engine = engine
         self.resolver = ScriptResolver(config.root, config.extensions)
+        self.client_filter = ClientFilter(config.allowed_clients)
         self.connections: set[FastCGIProtocol] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self._servers: list[asyncio.AbstractServer] = []
@@ -406,6 +453,72 @@ class Server:
         self._peak_in_flight = 0
         # Called once when max_requests is reached (the worker recycles).
         self.on_max_requests: Callable[[], None] | None = None
+        # status_path / ping_path: answered before any script is looked up.
+        self.builtin_paths: dict[bytes, str] = {}
+        if config.status_path:
+            self.builtin_paths[config.status_path.encode()] = "status"
+        if config.ping_path:
+            self.builtin_paths[config.ping_path.encode()] = "ping"
+        self.recorder = metrics.recorder()
+        self.access_log: AccessLog | None = None
+        self.slow_request_threshold = config.slow_request_threshold
+        self._update_observing()
+
+    def _update_observing(self) -> None:
+        self.observing = bool(
+            self.recorder is not None
+            or self.access_log is not None
+            or self.slow_request_threshold > 0
+        )
+
+    def set_access_log(self, access_log: AccessLog | None) -> None:
+        self.access_log = access_log
+        self._update_observing()
+
+    # -- status, metrics, logs ---------------------------------------------------
+
+    def answer_builtin(self, params: dict[bytes, bytes], head: bool) -> bytes | None:
+        """The status or ping response if the request names one, else None."""
+        paths = self.builtin_paths
+        kind = paths.get(params.get(b"SCRIPT_NAME", b"")) or paths.get(
+            params.get(b"DOCUMENT_URI", b"")
+        )
+        if kind is None:
+            return None
+        if kind == "ping":
+            return status.ping_response(self.config.ping_response, head=head)
+        return status.status_response(
+            params.get(b"QUERY_STRING", b"").decode("latin-1"),
+            params.get(b"HTTP_ACCEPT", b"").decode("latin-1"),
+            pool="fcgi-lua",
+            in_flight=self.in_flight - 1,  # not the status request itself
+            served=self.requests_served,
+            head=head,
+        )
+
+    def request_done(
+        self, params: dict[bytes, bytes], script: str, sink: _Sink, began: float, aborted: bool
+    ) -> None:
+        seconds = time.perf_counter() - began
+        # nginx's code for a request whose client went away
+        code = 499 if aborted else sink.status
+        if self.recorder is not None:
+            self.recorder.request_finished(script, code, seconds)
+        if self.access_log is not None:
+            self.access_log.write(params, code, sink.sent, seconds, script)
+
+    def report_slow(self, request: Request, began: float) -> None:
+        """slow_request_threshold passed: say where the request's Lua is."""
+        traceback = getattr(self.engine, "traceback", None)
+        where = traceback(request) if traceback is not None else None
+        log.warning(
+            "%s: slow request, running for %.3f s (slow_request_threshold %g s)%s",
+            request.script_path,
+            time.perf_counter() - began,
+            self.slow_request_threshold,
+            ":\n" + where if where else "; not in Lua now",
+        )
+        metrics.slow_request(request.script_path)
 
     @property
     def in_flight(self) -> int:
@@ -509,7 +622,8 @@ def bind_all(config: Config) -> list[socket.socket]:
         for address in config.listen:
             kind, where = parse_listen(address)
             if kind == "unix":
-                sockets.append(bind_unix(str(where), config.socket_mode))
+                owner, group = config.socket_owner, config.socket_group
+                sockets.append(bind_unix(str(where), config.socket_mode, owner, group))
             else:
                 sockets.append(bind_tcp(kind, int(where)))
     except OSError:
@@ -542,8 +656,9 @@ def describe_socket(sock: socket.socket) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def bind_unix(path: str, mode: int) -> socket.socket:
-    """Bind a Unix socket, replacing a stale socket file but nothing else."""
+def bind_unix(path: str, mode: int, owner: str = "", group: str = "") -> socket.socket:
+    """Bind a Unix socket, replacing a stale socket file but nothing else;
+    ``owner``/``group`` (names or ids, "" to keep) are given to the file."""
     try:
         if stat.S_ISSOCK(os.lstat(path).st_mode):
             os.unlink(path)
@@ -553,7 +668,23 @@ def bind_unix(path: str, mode: int) -> socket.socket:
     try:
         sock.bind(path)
         os.chmod(path, mode)
-    except OSError:
+        if owner or group:
+            os.chown(path, _user_id(owner), _group_id(group))
+    except (OSError, KeyError) as exc:
         sock.close()
+        if isinstance(exc, KeyError):
+            raise OSError(errno.EINVAL, f"cannot chown {path}: unknown user or group") from exc
         raise
     return sock
+
+
+def _user_id(owner: str) -> int:
+    if not owner:
+        return -1
+    return int(owner) if owner.isdigit() else pwd.getpwnam(owner).pw_uid
+
+
+def _group_id(group: str) -> int:
+    if not group:
+        return -1
+    return int(group) if group.isdigit() else grp.getgrnam(group).gr_gid

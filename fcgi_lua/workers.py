@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from fcgi_lua import metrics
 from fcgi_lua.config import Config, ConfigError
 
 log = logging.getLogger("fcgi_lua.master")
@@ -182,6 +183,7 @@ class Master:
             if worker is None:
                 continue
             os.close(worker.heartbeat_fd)
+            metrics.process_dead(pid)  # its per-worker gauges go
             lived = time.monotonic() - worker.started
             if os.WIFSIGNALED(status):
                 how = f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
@@ -192,9 +194,11 @@ class Master:
                 log.info("worker %d %s after %.1fs", pid, how, lived)
             elif clean:
                 log.info("worker %d recycled (%s); replacing it", pid, how)
+                metrics.worker_restart("max_requests")
                 self._crashes = 0
             else:
                 reason = " (hung)" if worker.killed_for_hang else ""
+                metrics.worker_restart("hang" if worker.killed_for_hang else "crash")
                 if lived < QUICK_DEATH:
                     self._crashes += 1
                     delay = min(MAX_BACKOFF, 0.5 * 2 ** (self._crashes - 1))
@@ -244,6 +248,8 @@ class Master:
         if sorted(config.listen) != sorted(self.config.listen):
             log.warning("listen addresses cannot change on reload; restart to change them")
             config.listen = self.config.listen
+        if config.status_path and metrics.directory() is None:
+            metrics.setup(config.metrics_dir)  # before the new workers fork
         old = [w for w in self.workers.values() if not w.retiring]
         for worker in old:
             worker.retiring = True
@@ -278,7 +284,8 @@ class Master:
 
 def reopen_log_files() -> None:
     """SIGUSR1: logrotate moved our files; open them again by name."""
-    for logger in (logging.getLogger("fcgi_lua"), logging.getLogger()):
+    for name in ("fcgi_lua", "fcgi_lua.access", None):
+        logger = logging.getLogger(name)
         for handler in logger.handlers:
             if isinstance(handler, logging.FileHandler):
                 handler.acquire()

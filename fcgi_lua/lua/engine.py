@@ -26,12 +26,13 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Literal, Protocol
 
-from fcgi_lua import __version__
+from fcgi_lua import __version__, limits, metrics, shdict
 from fcgi_lua.body import BodyError, BodyStorageError
 from fcgi_lua.forms import Multipart, MultipartError
-from fcgi_lua.http import error_page, header_block, reason_phrase
+from fcgi_lua.http import error_page, error_response, header_block, reason_phrase
 from fcgi_lua.lua import cosocket, regex, scheduler
 from fcgi_lua.lua.runtimes import DEFAULT_RUNTIME, new_runtime
+from fcgi_lua.shdict import SharedDicts
 
 log = logging.getLogger("fcgi_lua.lua")
 
@@ -316,16 +317,32 @@ class LuaEngine:
         lua_package_cpath: str = "",
         max_pending_timers: int = scheduler.DEFAULT_MAX_PENDING_TIMERS,
         max_running_timers: int = scheduler.DEFAULT_MAX_RUNNING_TIMERS,
+        max_instructions: int = 0,
+        request_timeout: float = 0.0,
+        lua_memory_limit: int = 0,
+        sandbox: bool = False,
+        body_temp_dir: str = "",
+        shared_dicts: SharedDicts | None = None,
     ) -> None:
         self.runtime_name = runtime
+        # limits (fcgi_lua/limits.py); 0 turns each off
+        self.max_instructions = max_instructions
+        self.request_timeout = request_timeout
+        self.lua_memory_limit = lua_memory_limit
+        self._memory_guard = lua_memory_limit * limits.MEMORY_FULL_SHARE
+        # Called when a memory kill leaves the VM too full to go on: the
+        # worker should stop gracefully (the master starts a fresh one).
+        self.on_exhausted: Callable[[], None] | None = None
         # 0 disables the warning: no resume is longer than infinity.
         self.slow_resume_warning = slow_resume_warning if slow_resume_warning > 0 else float("inf")
         self.debug = debug
         self.log_to_stderr = log_to_stderr
-        self._lua = new_runtime(runtime)
+        self._lua = new_runtime(runtime, lua_memory_limit)
         self._lua_error = _lua_error(self._lua)
         self._sink: OutputSink | None = None
         lua = self._lua
+        # before the prelude: every coroutine it creates carries the hook
+        bind_budget = limits.install_budget(lua, max_instructions) if max_instructions else None
         helpers = lua.table_from(
             {
                 b"log": self._log,
@@ -360,6 +377,9 @@ class LuaEngine:
         if prelude is None:
             raise RuntimeError(f"cannot load ngx.lua: {err!r}")
         driver = prelude(helpers)
+        self._context = driver[b"extensions"][b"context"]  # the one running now
+        if bind_budget is not None:
+            bind_budget(self._context)
         # The layers over the ngx API: CGI mode, then the mk.* API.
         for layer in ("cgi.lua", "mk.lua"):
             self._load_layer(layer, helpers, driver[b"extensions"])
@@ -368,6 +388,10 @@ class LuaEngine:
         self.cosockets = cosocket.install(lua, driver[b"extensions"])
         # ngx.re.* and require "ngx.re" (re.lua, regex.py)
         self.regexes = regex.install(lua, driver[b"extensions"])
+        # ngx.shared.DICT (shdict.lua, fcgi_lua/shdict.py): the store is
+        # opened by the caller, in this process; it outlives no engine
+        self.shared_dicts = shared_dicts
+        shdict.install(lua, shared_dicts)
         set_package_paths(lua, lua_package_path, lua_package_cpath)
         # ngx.thread, ngx.timer, ngx.semaphore, ngx.on_abort (thread.lua,
         # scheduler.py): contexts with several coroutines, or no request
@@ -384,6 +408,18 @@ class LuaEngine:
         self._drive = driver[b"drive"]
         self._abort = driver[b"abort"]
         self.cache = CodeCache(driver[b"compile"], recompile)
+        # The status page and the slow-request log ask for these; taken
+        # before a sandbox removes debug.  running: request -> its context.
+        self.running: dict[Any, Any] = {}
+        self._traceback_of, self._memory_kb = lua.execute(
+            b"local traceback, collectgarbage = debug.traceback, collectgarbage\n"
+            b"return function(r) return traceback(r.co, '', 0) end,\n"
+            b"       function() return collectgarbage('count') end"
+        )
+        self._collect = lua.eval(b"function() collectgarbage() return collectgarbage('count') end")
+        if sandbox:  # last: the layers above keep private references
+            path = lua.globals().package.path.decode("utf-8", "replace")
+            limits.install_sandbox(lua, root, path, body_temp_dir)
 
     def _load_layer(self, name: str, helpers: Any, extensions: Any) -> None:
         source = resources.files("fcgi_lua.lua").joinpath(name).read_bytes()
@@ -422,6 +458,13 @@ class LuaEngine:
             self._sink = sink
             await self._fail(request, sink, str(exc), emitted=False)
             return
+        if self.lua_memory_limit and self._lua.get_memory_used() > self._memory_guard:
+            self._limit_kill(request, None, "not enough memory: before the request started")
+            if self._lua.get_memory_used() > self._memory_guard:
+                await self._fail(
+                    request, sink, "not enough memory (lua_memory_limit)", emitted=False
+                )
+                return
         flat = [item for pair in request.params for item in pair]
         lua_error = self._lua_error
         self._sink = sink
@@ -438,32 +481,56 @@ class LuaEngine:
             if elapsed > slow:
                 self._warn_slow(request, elapsed)
         except lua_error as exc:
-            await self._fail(request, sink, f"{request.script_path}: {exc}", emitted=False)
+            self._limit_kill(request, None, exc)
+            reason = str(exc) or ("not enough memory" if isinstance(exc, MemoryError) else "")
+            await self._fail(request, sink, f"{request.script_path}: {reason}", emitted=False)
             return
+        self.running[request] = r  # for traceback(): the slow-request log
+        # request_timeout: the task is cancelled at the deadline; a wait
+        # (sleep, socket, body) ends there.  Lua that never yields is the
+        # instruction budget's job.
+        expiry = None
+        if self.request_timeout > 0:
+            expiry = asyncio.get_running_loop().call_later(
+                self.request_timeout, _expire, r, asyncio.current_task()
+            )
         try:
             cmd, arg, extra = await self._perform(r, request, sink, cmd, arg, extra)
         except asyncio.CancelledError:
             self._abort(r)
-            raise
+            if not r[b"timed_out"]:
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            cmd, arg, extra = b"timeout", None, None
         except lua_error as exc:
             # a failure in the driver itself (e.g. a bad header value
             # caught while building the header block)
             self._abort(r)
+            self._limit_kill(request, r, exc)
             await self._fail(request, sink, f"{request.script_path}: {exc}", emitted=False)
             return
         except BaseException:
             self._abort(r)
             raise
         finally:
+            if expiry is not None:
+                expiry.cancel()
             self.cosockets.release(r)  # sockets left open die with the request
             self._release(r)  # and semaphore waits
+            self.running.pop(request, None)
         if cmd == b"done":
             if arg:
                 await sink.write(arg)
         elif cmd == b"error":
-            await self._fail(
-                request, sink, arg.decode("utf-8", "replace"), emitted=extra is not None
-            )
+            message = arg.decode("utf-8", "replace")
+            killed = self._limit_kill(request, r, message)
+            if killed and not message.startswith(request.script_path):
+                message = f"{request.script_path}: {message}"  # the log names the script
+            await self._fail(request, sink, message, emitted=extra is not None)
+        elif cmd == b"timeout":
+            await self._time_out(request, sink, emitted=bool(r[b"emitted"]))
         else:
             self._abort(r)
             await self._fail(request, sink, f"unknown command {cmd!r} yielded", emitted=False)
@@ -512,7 +579,11 @@ class LuaEngine:
                 except asyncio.CancelledError:
                     # the front server aborted the request: its on_abort
                     # handler runs, the request goes on (once)
-                    result = None if aborted else self._client_abort(ctx, time.time())
+                    result = (
+                        None
+                        if aborted or ctx[b"timed_out"]
+                        else self._client_abort(ctx, time.time())
+                    )
                     if result is None:
                         raise
                     aborted = True
@@ -612,6 +683,88 @@ class LuaEngine:
         running ones get ``timeout`` seconds (ngx.worker.exiting() is true)."""
         await self.timers.shutdown(timeout)
 
+    # -- limits (fcgi_lua/limits.py) -----------------------------------------------
+
+    def _limit_kill(self, request: LuaRequest, ctx: Any, failure: object) -> str | None:
+        """Whether a failure was a limit's kill; if so, count it (and after
+        a memory kill, collect).  Returns the limit's kind."""
+        limit = self.lua_memory_limit
+        if not limit:
+            return self._classify(request, ctx, failure, full=False)
+        lua = self._lua
+        full = lua.get_memory_used() > limit * limits.MEMORY_FULL_SHARE
+        # lupa pushes values (even a table key) outside Lua's protected
+        # mode, where a failed allocation aborts the process: no cap while
+        # Python looks at the failure and frees what the request held.
+        lua.set_max_memory(0)
+        try:
+            return self._classify(request, ctx, failure, full=full)
+        finally:
+            lua.set_max_memory(limit)
+
+    def _classify(
+        self, request: LuaRequest, ctx: Any, failure: object, *, full: bool
+    ) -> str | None:
+        kind = None
+        if ctx is not None and ctx[b"limit"] == b"instructions":
+            kind = "instructions"
+        elif full or isinstance(failure, MemoryError) or str(failure).startswith("not enough"):
+            kind = "memory"
+        if kind is None:
+            return None
+        metrics.limit_kill(kind, request.script_path)
+        if kind == "memory":
+            ctx = ctx if ctx is not None else self._context()
+            if ctx is not None:
+                self._abort(ctx)  # the driver lets go of it
+                ctx[b"co"] = None  # and so does run(): the stack is garbage
+            self._collect_after_kill(request.script_path)
+        return kind
+
+    def _collect_after_kill(self, script: str) -> None:
+        """A full collection (the cap is lifted: LuaJIT has no emergency
+        collection); recycle the worker if the VM is still nearly full."""
+        limit = self.lua_memory_limit
+        self._collect()
+        used = self._lua.get_memory_used()
+        if used > limit * limits.MEMORY_RECYCLE_SHARE:
+            log.error(
+                "%s: the Lua VM still holds %d of its %d bytes (lua_memory_limit) after a "
+                "collection; recycling this worker",
+                script,
+                used,
+                limit,
+            )
+            if self.on_exhausted is not None:
+                self.on_exhausted()
+
+    async def _time_out(self, request: LuaRequest, sink: OutputSink, *, emitted: bool) -> None:
+        log.error(
+            "%s: request timed out after %g s (request_timeout); its coroutine, light "
+            "threads and sockets were closed",
+            request.script_path,
+            self.request_timeout,
+        )
+        metrics.limit_kill("timeout", request.script_path)
+        if not emitted:  # else: headers are out, all we can do is end it
+            await sink.write(error_response(504, head=_is_head(request.params)))
+
+    def traceback(self, request: LuaRequest) -> str | None:
+        """Where ``request``'s Lua code is now (it is suspended: only one
+        coroutine runs at a time, and not while Python asks); None when it
+        is not running Lua (not started, or over)."""
+        ctx = self.running.get(request)
+        if ctx is None:
+            return None
+        text = self._traceback_of(ctx)  # "\nstack traceback:\n\t..."
+        if isinstance(text, bytes):
+            return text.decode("utf-8", "replace").strip()
+        return None
+
+    def lua_memory(self) -> int:
+        """Bytes the VM holds now (collectgarbage("count"): cheap, no collection)."""
+        return int(self._memory_kb() * 1024)
+
     def _warn_slow(self, request: LuaRequest, seconds: float) -> None:
         log.warning(
             "%s: one resume ran %.3f s without yielding: a blocking call (os.execute, "
@@ -626,6 +779,7 @@ class LuaEngine:
         message = _expand_short_src(message, request.script_path)
         text = "lua entry thread aborted: runtime error: " + message
         log.error("%s", text)
+        metrics.lua_error(request.script_path)
         if self.log_to_stderr:
             sink.stderr(b"[error] " + text.encode("utf-8", "replace") + b"\n")
         if emitted:
@@ -702,6 +856,13 @@ class _Null:
 
     def __repr__(self) -> str:
         return "userdata: NULL"
+
+
+def _expire(ctx: Any, task: asyncio.Task[Any] | None) -> None:
+    """request_timeout reached: mark the request, cancel its task."""
+    if task is not None and not task.done() and not ctx[b"dead"]:
+        ctx[b"timed_out"] = True
+        task.cancel()
 
 
 def _lua_error(runtime: Any) -> type[BaseException]:

@@ -46,6 +46,7 @@ local co_create = coroutine.create
 local co_resume = coroutine.resume
 local co_yield = coroutine.yield
 local co_status = coroutine.status
+local co_close = coroutine.close -- 5.4+: frees a dead coroutine's stack
 local traceback = debug.traceback
 local getinfo = debug.getinfo
 local setfenv = setfenv -- nil on Lua 5.2+
@@ -1725,7 +1726,16 @@ local function fail(r, err)
     if type(err) ~= "string" then
         err = tostring(err)
     end
-    local tb = traceback(r.co, err)
+    local ok, tb = pcall(traceback, r.co, err)
+    if not ok then
+        tb = err -- no memory left even for the traceback
+    end
+    if err == "not enough memory" and co_close then
+        -- lua_memory_limit: free what the script held before Python (whose
+        -- calls into Lua are not protected) sees the failure
+        co_close(r.co)
+        collectgarbage()
+    end
     local response = r.emitted and "" or nil
     r.dead = true
     return "error", tb, response

@@ -34,11 +34,13 @@ def _deny_attribute(obj: object, name: object, is_setting: bool) -> object:
     raise AttributeError("access to Python attributes is not allowed from Lua")
 
 
-def new_runtime(name: str) -> Any:
+def new_runtime(name: str, max_memory: int = 0) -> Any:
     """A fresh ``LuaRuntime`` of the named flavour, locked down.
 
     Strings cross as bytes (``encoding=None``), multiple returns unpack,
     and the ``python`` bridge module lupa installs is removed.
+    ``max_memory`` (bytes, 0: none) caps what the VM may allocate: past it
+    an allocation fails with "not enough memory" (lua_memory_limit).
     """
     try:
         module_name = RUNTIMES[name]
@@ -55,6 +57,7 @@ def new_runtime(name: str) -> Any:
         register_eval=False,
         register_builtins=False,
         attribute_filter=_deny_attribute,
+        max_memory=max_memory or None,
     )
     runtime.execute(b"python = nil; package.loaded.python = nil")
     return runtime

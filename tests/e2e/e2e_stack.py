@@ -34,6 +34,10 @@ FCGIWRAP = shutil.which("fcgiwrap") or (
 )
 LUA_INTERPRETER = shutil.which("lua") or shutil.which("lua5.1")
 START_TIMEOUT = 20.0
+# The ngx.shared zone both nginx (lua_shared_dict) and fcgi-lua's main
+# instance (shared_dicts) declare.
+SHDICT_ZONE = "shdict_e2e"
+SHDICT_SIZE = "1m"
 STOP_TIMEOUT = 15.0
 
 NGINX_ERROR = re.compile(r"\[(error|crit|alert|emerg)\]")
@@ -254,6 +258,7 @@ def render_nginx_conf(stack: Stack, ports: dict[str, int]) -> Path:
     # against the directory of nginx.conf.
     shutil.copy(NGINX_DIR / "fcgi_lua_params", conf_dir)
     shutil.copy(NGINX_DIR / "fcgi-lua.conf", conf_dir)
+    shutil.copy(NGINX_DIR / "fcgi-lua-status.conf", conf_dir)
     upstream = (NGINX_DIR / "fcgi-lua-upstream.conf").read_text()
     shipped_socket = "unix:/run/fcgi-lua/fcgi-lua.sock"
     assert shipped_socket in upstream
@@ -305,6 +310,8 @@ http {{
     # tested; the buffer as fcgi-lua's default, so the oracle spools alike.
     client_max_body_size 200m;
     client_body_buffer_size 16k;
+    # ngx.shared.DICT (test_e2e_shdict.py); fcgi-lua's main instance has the same
+    lua_shared_dict {SHDICT_ZONE} {SHDICT_SIZE};
 
     include fcgi-lua-upstream.conf;
     upstream fcgi_lua_tcp {{ server {host}:{tcp_port}; keepalive 32; }}
@@ -315,6 +322,7 @@ http {{
         listen 127.0.0.1:{ports["unix"]};
         root {root};
         include fcgi-lua.conf;
+        include fcgi-lua-status.conf;
         {exec_locations}
     }}
     server {{  # tcp
@@ -433,13 +441,31 @@ def start_stack(tmp: Path) -> Stack:
                 str(root),
                 "-o",
                 f"client_body_temp_path={stack.body_temp_main}",
+                # the zone the oracle declares with lua_shared_dict (test_e2e_shdict.py)
+                "-o",
+                f'shared_dicts={{{SHDICT_ZONE}="{SHDICT_SIZE}"}}',
+                "-o",
+                f"shared_dict_path={tmp / 'shdict'}",
+                # the shipped nginx/fcgi-lua-status.conf (test_e2e_status.py)
+                "-o",
+                "status_path=/fcgi-status",
+                "-o",
+                "ping_path=/fcgi-ping",
             ),
             stack.fcgi_log,
         )
         debug = stack.start(
             "fcgi-lua-debug",
             fcgi_lua_argv(
-                "serve", "--listen", f"unix:{stack.debug_socket}", "--root", str(root), "--debug"
+                "serve",
+                "--listen",
+                f"unix:{stack.debug_socket}",
+                "--root",
+                str(root),
+                "--debug",
+                # short, for test_e2e_limits.py (the budget is the default one)
+                "-o",
+                "request_timeout=2",
             ),
             stack.fcgi_debug_log,
         )

@@ -1,0 +1,143 @@
+"""Limits that protect a worker from its scripts, and the sandbox switch.
+
+This module owns the defaults (each with its reason), the Lua side of the
+instruction budget (``lua/limits.lua``) and of the sandbox
+(``lua/sandbox.lua``), and the check of a TCP peer against
+``allowed_clients``.  It never runs a request: the engine and the server
+call in here.  docs/lua-api.md ("Limits and sandbox") and docs/runtimes.md
+say what each runtime guarantees.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import tempfile
+from collections.abc import Iterable
+from importlib import resources
+from typing import Any
+
+log = logging.getLogger("fcgi_lua.limits")
+
+# Lua VM instructions one request (or one run of a timer) may execute, all
+# its coroutines and resumes together.  PUC Lua 5.4/5.5 runs about 300 M
+# simple instructions per second on the CI container, so 100 M is about a
+# third of a second of pure Lua: some 100x what a heavy page (templating a
+# large table, a JSON encode) needs, and the longest a runaway loop stalls
+# the other requests of its worker.  0 turns the budget off.
+DEFAULT_MAX_INSTRUCTIONS = 100_000_000
+
+# The count hook runs every this many instructions.  Its cost is one Lua
+# call per interval (<1 % at 10 000, measured in docs/runtimes.md), and the
+# budget is exact to within one interval.
+HOOK_INTERVAL = 10_000
+
+# Wall-clock seconds a request may run, waits included (a cosocket that
+# never answers, a sleep in a loop).  nginx gives up on the response after
+# fastcgi_read_timeout (60 s) of silence; ending the request at the same
+# point frees its coroutine and sockets instead of working for nobody.
+DEFAULT_REQUEST_TIMEOUT = 60.0
+
+# Bytes of Lua memory one worker's VM may hold (0: unlimited).  Off by
+# default: a right value depends on the scripts (shared read-only data
+# built by init scripts, caches); set it per deployment.
+DEFAULT_LUA_MEMORY_LIMIT = 0
+
+# After a memory kill the VM is collected; if its live data still fills
+# more than this share of the limit (the script stored what it allocated
+# in shared globals or a module), the worker is recycled.
+MEMORY_RECYCLE_SHARE = 0.8
+
+# A VM fuller than this share of its limit is collected (cap lifted)
+# before a request starts and after any Lua failure: lupa allocates
+# outside Lua's protected mode, where running out would abort the worker.
+MEMORY_FULL_SHARE = 0.9
+
+
+def install_budget(lua: Any, max_instructions: int) -> Any:
+    """Load ``limits.lua`` into a fresh VM, before the prelude; returns its
+    ``bind(context_fn)``.  On LuaJIT this turns the JIT compiler off."""
+    source = resources.files("fcgi_lua.lua").joinpath("limits.lua").read_bytes()
+    loaded = lua.eval(b"loadstring or load")(source, b"@limits.lua")
+    chunk, err = loaded if isinstance(loaded, tuple) else (loaded, None)
+    if chunk is None:
+        raise RuntimeError(f"cannot load limits.lua: {err!r}")
+    step = min(HOOK_INTERVAL, max_instructions)
+    return chunk(max_instructions, step)[b"bind"]
+
+
+def install_sandbox(lua: Any, root: str, package_path: str, body_temp_dir: str = "") -> None:
+    """Load ``sandbox.lua``: the VM's shared globals lose os.execute,
+    io.popen, debug...; files are confined to ``root``, the directories of
+    ``package_path`` and fcgi-lua's own files in ``body_temp_dir``."""
+    source = resources.files("fcgi_lua.lua").joinpath("sandbox.lua").read_bytes()
+    loaded = lua.eval(b"loadstring or load")(source, b"@sandbox.lua")
+    chunk, err = loaded if isinstance(loaded, tuple) else (loaded, None)
+    if chunk is None:
+        raise RuntimeError(f"cannot load sandbox.lua: {err!r}")
+    temp = os.path.realpath(body_temp_dir or tempfile.gettempdir())
+    prefixes = [os.path.join(os.path.realpath(d), "") for d in [root, *package_dirs(package_path)]]
+    # spooled bodies and uploads (fcgi_lua/body.py names them fcgi-lua-*)
+    prefixes.append(os.path.join(temp, "fcgi-lua-"))
+    chunk(PathConfinement(prefixes))
+
+
+class PathConfinement:
+    """Called from Lua with a path: is it, symlinks resolved, under one of
+    the prefixes?  A file that does not exist yet is judged by its
+    directory."""
+
+    def __init__(self, prefixes: Iterable[str]) -> None:
+        self.prefixes = tuple(p for p in prefixes if p not in ("", "/"))
+
+    def __call__(self, path: bytes | str) -> bool:
+        name = os.fsdecode(path)
+        if "\0" in name or not name:
+            return False
+        real = os.path.realpath(name)
+        return any(real.startswith(p) for p in self.prefixes)
+
+
+def package_dirs(package_path: str) -> list[str]:
+    """The directories of a Lua search path ("/srv/lib/?.lua;;" -> /srv/lib)."""
+    dirs = []
+    for template in package_path.split(";"):
+        head = template.split("?", 1)[0]
+        if template and "?" in template and head.startswith("/"):
+            directory = head if head.endswith("/") else head.rsplit("/", 1)[0] + "/"
+            if directory != "/" and directory not in dirs:
+                dirs.append(directory)
+    return dirs
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ClientFilter:
+    """``allowed_clients`` for TCP listeners: addresses and CIDR blocks."""
+
+    def __init__(self, allowed: Iterable[str]) -> None:
+        self.networks: list[Network] = [ipaddress.ip_network(a, strict=False) for a in allowed]
+
+    def __bool__(self) -> bool:
+        return bool(self.networks)
+
+    def allows(self, host: str) -> bool:
+        try:
+            address = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in network for network in self.networks)
+
+
+def check_clients(value: list[str]) -> str | None:
+    """Config check: every entry is an IP address or a CIDR block."""
+    for item in value:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            return f"{item!r} is not an IP address or CIDR block"
+    return None

@@ -1,0 +1,2 @@
+ngx.sleep(1)
+ngx.say("ok")
