@@ -40,6 +40,10 @@ log = logging.getLogger("fcgi_lua.server")
 # one piece, a large one is handed to the transport's flow control at once.
 CORK_LIMIT = 64 * 1024
 
+# After our last END_REQUEST on a connection we half-close it and wait this
+# long for the peer to close its side (see close_gracefully).
+LINGER_SECONDS = 2.0
+
 # A burst of at least this many requests in flight is followed, once the
 # worker has been idle for TRIM_IDLE_SECONDS, by a collection and a
 # malloc_trim: small loads never pay for it.
@@ -137,6 +141,7 @@ class FastCGIProtocol(asyncio.Protocol):
         )
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        self.lingering = False
         self.write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._requests: dict[int, _Tracked] = {}
@@ -162,10 +167,14 @@ class FastCGIProtocol(asyncio.Protocol):
         self.server.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
+        if self.lingering:
+            return  # after our last END_REQUEST: read and drop
         self.codec.receive_data(data)
         self._process()
 
     def eof_received(self) -> bool | None:
+        if self.lingering:
+            return None  # the peer closed too: done
         # nginx never sends ABORT_REQUEST: EOF on the connection is the abort.
         self.codec.receive_data(b"")
         self._process()
@@ -244,6 +253,29 @@ class FastCGIProtocol(asyncio.Protocol):
         if self.transport is not None and not self.closed:
             self._uncork()
             self.transport.close()
+
+    def close_gracefully(self) -> None:
+        """Close after our last request, without losing what we sent.
+
+        Closing a socket whose receive buffer still holds bytes makes the
+        kernel send RST, and the peer may then drop response bytes it has
+        not read yet.  A client that sends its empty STDIN record after our
+        END_REQUEST (libfcgi's cgi-fcgi does) would hit that.  So: flush and
+        half-close (FIN), discard whatever still arrives, and close when
+        the peer closes or after LINGER_SECONDS, like nginx's lingering_close.
+        """
+        transport = self.transport
+        if transport is None or self.closed or self.lingering:
+            return
+        self._uncork()
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        self.lingering = True
+        transport.write_eof()
+        if not transport.is_reading():
+            transport.resume_reading()
+        asyncio.get_running_loop().call_later(LINGER_SECONDS, self.close)
 
     # -- events --------------------------------------------------------------
 
@@ -428,7 +460,7 @@ class FastCGIProtocol(asyncio.Protocol):
 
     def _maybe_close(self) -> None:
         if self.codec.should_close or (self.server.draining and not self._requests):
-            self.close()
+            self.close_gracefully()
 
     @property
     def idle(self) -> bool:

@@ -291,3 +291,23 @@ def test_memory_is_trimmed_once_idle_after_a_burst(
         assert trims == []  # not while busy
         time.sleep(0.5)
     assert trims == [0]
+
+
+def test_late_stdin_after_our_close_does_not_reset_the_response(responder: Responder) -> None:
+    """libfcgi's cgi-fcgi may send its empty STDIN after our END_REQUEST;
+    closing with those bytes unread would RST the connection and drop the
+    response the client had not read yet."""
+    with connect(responder) as sock:
+        begin(sock, 1, keep_conn=False)
+        data = b"".join(
+            encode_pair(k.encode(), v.encode())
+            for k, v in script_params(responder, "big.lua", "").items()
+        )
+        send(sock, FCGI_PARAMS, 1, data)
+        send(sock, FCGI_PARAMS, 1)
+        time.sleep(0.3)  # the response is written and our side is done
+        send(sock, FCGI_STDIN, 1)
+        time.sleep(0.3)
+        out, _ = read_until_ended(sock, {1})
+        assert out[1].endswith(b"x" * 200000)
+        assert sock.recv(10) == b""  # then an orderly close
