@@ -76,6 +76,23 @@ local function check_key_c(key, name)
     return key
 end
 
+local function key_checks(key)
+    if key == nil then
+        return nil, "nil key"
+    end
+    if type(key) ~= "string" then
+        key = tostring(key)
+    end
+    local key_len = #key
+    if key_len == 0 then
+        return nil, "empty key"
+    end
+    if key_len > 65535 then
+        return nil, "key too long"
+    end
+    return key
+end
+
 local function shdict_store(zone, op, key, value, exptime, flags)
     local id = check_zone(zone)
     if not exptime then
@@ -91,18 +108,10 @@ local function shdict_store(zone, op, key, value, exptime, flags)
             error("cannot convert '" .. type(flags) .. "' to 'int'", 3)
         end
     end
-    if key == nil then
-        return nil, "nil key"
-    end
-    if type(key) ~= "string" then
-        key = tostring(key)
-    end
-    local key_len = #key
-    if key_len == 0 then
-        return nil, "empty key"
-    end
-    if key_len > 65535 then
-        return nil, "key too long"
+    local err
+    key, err = key_checks(key)
+    if not key then
+        return nil, err
     end
     local t = type(value)
     if t ~= "string" and t ~= "number" and t ~= "boolean" and value ~= nil then
@@ -137,54 +146,30 @@ end
 
 local function shdict_get(zone, key)
     local id = check_zone(zone)
-    if key == nil then
-        return nil, "nil key"
-    end
-    if type(key) ~= "string" then
-        key = tostring(key)
-    end
-    local key_len = #key
-    if key_len == 0 then
-        return nil, "empty key"
-    end
-    if key_len > 65535 then
-        return nil, "key too long"
+    local err
+    key, err = key_checks(key)
+    if not key then
+        return nil, err
     end
     return py_get(id, key)
 end
 
 local function shdict_get_stale(zone, key)
     local id = check_zone(zone)
-    if key == nil then
-        return nil, "nil key"
-    end
-    if type(key) ~= "string" then
-        key = tostring(key)
-    end
-    local key_len = #key
-    if key_len == 0 then
-        return nil, "empty key"
-    end
-    if key_len > 65535 then
-        return nil, "key too long"
+    local err
+    key, err = key_checks(key)
+    if not key then
+        return nil, err
     end
     return py_get_stale(id, key)
 end
 
 local function shdict_incr(zone, key, value, init, init_ttl)
     local id = check_zone(zone)
-    if key == nil then
-        return nil, "nil key"
-    end
-    if type(key) ~= "string" then
-        key = tostring(key)
-    end
-    local key_len = #key
-    if key_len == 0 then
-        return nil, "empty key"
-    end
-    if key_len > 65535 then
-        return nil, "key too long"
+    local err
+    key, err = key_checks(key)
+    if not key then
+        return nil, err
     end
     if type(value) ~= "number" then
         local converted = tonumber(value)
@@ -223,23 +208,6 @@ local function shdict_incr(zone, key, value, init, init_ttl)
         init_ttl = 0
     end
     return py_incr(id, key, value, init, init_ttl)
-end
-
-local function key_checks(key)
-    if key == nil then
-        return nil, "nil key"
-    end
-    if type(key) ~= "string" then
-        key = tostring(key)
-    end
-    local key_len = #key
-    if key_len == 0 then
-        return nil, "empty key"
-    end
-    if key_len > 65535 then
-        return nil, "key too long"
-    end
-    return key
 end
 
 local function shdict_ttl(zone, key)
