@@ -4,6 +4,7 @@ count must be exact (every incr is one LMDB write transaction)."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import subprocess
@@ -29,6 +30,7 @@ SCRIPTS = {
     "read.lua": 'ngx.print(ngx.shared.counters:get("hits"))',
     "set.lua": "ngx.print((ngx.shared.counters:set(ngx.var.arg_k, ngx.var.arg_v)))",
     "get.lua": "ngx.print(tostring(ngx.shared.counters:get(ngx.var.arg_k)))",
+    "pid.lua": "ngx.print(ngx.worker.pid())",
 }
 
 
@@ -71,15 +73,16 @@ def server(tmp_path: Path) -> Iterator[Server]:
         )
     server = Server(process, ("127.0.0.1", port), root, store, log_path)
     try:
+        # Ready when every worker has answered once: the tests below rely on
+        # requests spreading over several of them.
         deadline = time.monotonic() + 20
-        while True:
-            try:
-                server.get("read.lua")
-                break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    pytest.fail("fcgi-lua did not start:\n" + log_path.read_text())
-                time.sleep(0.1)
+        seen: set[bytes] = set()
+        while len(seen) < WORKERS:
+            with contextlib.suppress(OSError):  # not listening yet
+                seen.add(server.get("pid.lua"))
+            if time.monotonic() > deadline or process.poll() is not None:
+                pytest.fail(f"{len(seen)} of {WORKERS} workers answered:\n" + log_path.read_text())
+            time.sleep(0.02)
         yield server
     finally:
         if process.poll() is None:
