@@ -26,11 +26,10 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import urllib.request
 from pathlib import Path
 
-from run import WrkResult, free_port, parse_wrk, wait_connectable
+from run import Processes, WrkResult, free_port, parse_wrk, wait_connectable
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -39,33 +38,10 @@ EXPECTED = b"Hello from CGI, bench!\n"
 TARGET_RATIO = 10.0  # fcgi-lua req/s >= 10x fcgiwrap req/s
 
 
-class CgiBench:
+class CgiBench(Processes):
     def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.tmp = Path(tempfile.mkdtemp(prefix="fcgi-lua-cgi-bench-"))
-        self.procs: list[tuple[subprocess.Popen[bytes], int]] = []
+        super().__init__(args, "fcgi-lua-cgi-bench-")
         self.ports = {"fcgi-lua": free_port(), "fcgiwrap": free_port()}
-
-    def start(self, name: str, argv: list[str], stop: int) -> subprocess.Popen[bytes]:
-        with (self.tmp / f"{name}.log").open("ab") as out:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
-        self.procs.append((proc, stop))
-        return proc
-
-    def stop(self) -> None:
-        for proc, sig in reversed(self.procs):
-            if proc.poll() is None:
-                proc.send_signal(sig)
-        for proc, _ in reversed(self.procs):
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if self.args.keep:
-            print(f"kept {self.tmp}", file=sys.stderr)
-        else:
-            shutil.rmtree(self.tmp, ignore_errors=True)
 
     def start_all(self) -> None:
         t = self.tmp

@@ -36,14 +36,13 @@ import signal
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from run import WrkResult, children_of, free_port, parse_wrk, wait_connectable
+from run import Processes, WrkResult, children_of, free_port, parse_wrk, wait_connectable
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -251,11 +250,12 @@ class Sampler(threading.Thread):
             self.result.peak_fds = max(self.result.peak_fds, fds)
 
 
-class Bench:
+class Bench(Processes):
+    # Children get the raised descriptor limit (10,000 connections).
+    preexec_fn = staticmethod(_raise_nofile)
+
     def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.tmp = Path(tempfile.mkdtemp(prefix="fcgi-lua-openresty-bench-"))
-        self.procs: list[tuple[subprocess.Popen[bytes], int]] = []
+        super().__init__(args, "fcgi-lua-openresty-bench-")
         names = ("fcgi-lua", "openresty", "fcgi-lua-tcp")
         self.ports = {name: free_port() for name in names}
         self.fcgi_tcp_port = free_port()
@@ -266,33 +266,6 @@ class Bench:
 
     def url(self, server: str, path: str) -> str:
         return f"http://127.0.0.1:{self.ports[server]}{path}"
-
-    def start(self, name: str, argv: list[str], stop: int) -> subprocess.Popen[bytes]:
-        with (self.tmp / f"{name}.log").open("ab") as out:
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=out,
-                preexec_fn=_raise_nofile,
-            )
-        self.procs.append((proc, stop))
-        return proc
-
-    def stop(self) -> None:
-        for proc, sig in reversed(self.procs):
-            if proc.poll() is None:
-                proc.send_signal(sig)
-        for proc, _ in reversed(self.procs):
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if self.args.keep:
-            print(f"kept {self.tmp}", file=sys.stderr)
-        else:
-            shutil.rmtree(self.tmp, ignore_errors=True)
 
     def start_all(self) -> None:
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"

@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,35 +148,51 @@ def children_of(pid: int) -> list[int]:
     return kids
 
 
-class Bench:
-    def __init__(self, args: argparse.Namespace) -> None:
+class Processes:
+    """A temp dir and the processes a benchmark starts in it; ``stop`` ends
+    them all (newest first, with each one's own stop signal) and removes
+    the dir unless ``--keep``.  Shared by every script in bench/."""
+
+    preexec_fn: Callable[[], None] | None = None
+
+    def __init__(self, args: argparse.Namespace, prefix: str) -> None:
         self.args = args
-        self.tmp = Path(tempfile.mkdtemp(prefix="fcgi-lua-bench-"))
-        self.procs: list[tuple[str, subprocess.Popen[bytes], int]] = []
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
+        self.tmp = Path(tempfile.mkdtemp(prefix=prefix))
+        self.procs: list[tuple[subprocess.Popen[bytes], int]] = []
 
     def start(self, name: str, argv: list[str], stop_signal: int) -> subprocess.Popen[bytes]:
-        log = self.tmp / f"{name}.log"
-        with log.open("ab") as out:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
-        self.procs.append((name, proc, stop_signal))
+        with (self.tmp / f"{name}.log").open("ab") as out:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                preexec_fn=self.preexec_fn,
+            )
+        self.procs.append((proc, stop_signal))
         return proc
 
     def stop(self) -> None:
-        for _name, proc, sig in reversed(self.procs):
+        for proc, sig in reversed(self.procs):
             if proc.poll() is None:
                 proc.send_signal(sig)
-        for _name, proc, _sig in reversed(self.procs):
+        for proc, _sig in reversed(self.procs):
             try:
                 proc.wait(15)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        if not self.args.keep:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-        else:
+        if self.args.keep:
             print(f"kept {self.tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class Bench(Processes):
+    def __init__(self, args: argparse.Namespace) -> None:
+        super().__init__(args, "fcgi-lua-bench-")
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
 
     def start_fcgi_lua(self) -> subprocess.Popen[bytes]:
         sock = self.tmp / "fcgi-lua.sock"
