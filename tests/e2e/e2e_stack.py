@@ -229,6 +229,8 @@ def fcgi_lua_argv(*args: str) -> list[str]:
 def _make_document_root(tmp: Path) -> tuple[Path, Path]:
     root = tmp / "root"
     shutil.copytree(SCRIPTS, root)
+    # The mk example a newcomer opens is the one the tests run.
+    shutil.copy(REPO / "examples" / "mk_example.lua", root / "mk_example.lua")
     # Fixtures for the confinement tests: secrets outside the root, reached
     # through a symlink inside it; a file with a disallowed extension.
     outside = tmp / "outside"
