@@ -24,7 +24,7 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.fcgi_client import begin, params, read_until_ended
-from tests.integration.test_workers import Stack, wait_for
+from tests.integration.test_workers import Stack, running_stack, wait_for
 
 SCRIPTS = {
     "pid.lua": "ngx.say(ngx.worker.pid())",
@@ -61,44 +61,14 @@ def body(response: bytes) -> bytes:
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
-    import subprocess
-    import sys
-
-    from tests.integration.conftest import free_port
-
-    root = tmp_path / "www"
-    root.mkdir()
-    for name, text in SCRIPTS.items():
-        (root / name).write_text(text)
-    port = free_port()
-    config_path = tmp_path / "fcgi-lua.toml"
-    config_path.write_text(
-        f'root = "{root}"\nlisten = ["127.0.0.1:{port}"]\nworkers = 2\n'
+    config = (
         'status_path = "/fcgi-status"\nping_path = "/fcgi-ping"\n'
         f'access_log = "{tmp_path / "access.log"}"\n'
         f'metrics_dir = "{tmp_path / "metrics"}"\n'
         "slow_request_threshold = 0.5\nshutdown_timeout = 5.0\n"
     )
-    log_path = tmp_path / "fcgi-lua.log"
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "fcgi_lua", "serve", "--config", str(config_path)],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    stack = Stack(process, ("127.0.0.1", port), root, log_path, config_path)
-    try:
-        wait_for(lambda: len(stack.workers()) == 2, 20, "two workers")
-        wait_for(lambda: stack.log().count("serving") >= 2, 20, "workers to listen")
+    with running_stack(tmp_path, SCRIPTS, config, stop_signal=signal.SIGTERM) as stack:
         yield stack
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 def status(stack: Stack, query: str = "") -> bytes:

@@ -6,6 +6,7 @@ and check that requests keep being answered.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -67,19 +68,19 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
     pytest.fail(f"timed out waiting for {what}")
 
 
-@pytest.fixture
-def stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
+@contextlib.contextmanager
+def running_stack(
+    tmp_path: Path, scripts: dict[str, str], config: str, stop_signal: int = signal.SIGINT
+) -> Iterator[Stack]:
+    """``fcgi-lua serve`` with 2 workers on a free port, ``config`` appended
+    to its TOML file; stopped with ``stop_signal`` at the end."""
     root = tmp_path / "www"
     root.mkdir()
-    for name, text in SCRIPTS.items():
+    for name, text in scripts.items():
         (root / name).write_text(text)
     port = free_port()
-    extra = getattr(request, "param", "")
     config_path = tmp_path / "fcgi-lua.toml"
-    config_path.write_text(
-        f'root = "{root}"\nlisten = ["127.0.0.1:{port}"]\nworkers = 2\n'
-        f"worker_hang_timeout = 2.0\nshutdown_timeout = 5.0\n{extra}"
-    )
+    config_path.write_text(f'root = "{root}"\nlisten = ["127.0.0.1:{port}"]\nworkers = 2\n{config}')
     log_path = tmp_path / "fcgi-lua.log"
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
@@ -94,12 +95,20 @@ def stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
         yield stack
     finally:
         if process.poll() is None:
-            process.send_signal(signal.SIGINT)
+            process.send_signal(stop_signal)
             try:
                 process.wait(10)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+@pytest.fixture
+def stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
+    extra = getattr(request, "param", "")
+    config = f"worker_hang_timeout = 2.0\nshutdown_timeout = 5.0\n{extra}"
+    with running_stack(tmp_path, SCRIPTS, config) as stack:
+        yield stack
 
 
 def test_two_workers_share_the_socket_and_a_dead_one_is_replaced(stack: Stack) -> None:
