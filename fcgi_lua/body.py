@@ -80,6 +80,10 @@ def parse_content_length(value: bytes | None) -> tuple[int | None, BodyError | N
         return 0, None
     if not value.strip():
         return None, None
+    if value.strip() == b"-1":
+        # Caddy 2 sends Go's "unknown length" for a chunked request body:
+        # read to the end of STDIN, as for an empty CONTENT_LENGTH.
+        return None, None
     try:
         expected = int(value)
     except ValueError:

@@ -1,15 +1,17 @@
 """Which file a request runs: script resolution confined to the document root.
 
 The front server names the script (SCRIPT_FILENAME, or DOCUMENT_ROOT +
-SCRIPT_NAME).  We never trust that name: it must stay inside ``root`` after
-symlinks are followed, contain no ``..`` segment or NUL byte, and carry an
-allowed extension.  This module only looks at the file system; it never
-opens or runs a script.
+SCRIPT_NAME; Apache's mod_proxy_fcgi prefixes SCRIPT_FILENAME with
+``proxy:fcgi://HOST``, which is dropped).  We never trust that name: it
+must stay inside ``root`` after symlinks are followed, contain no ``..``
+segment or NUL byte, and carry an allowed extension.  This module only
+looks at the file system; it never opens or runs a script.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import stat
 import time
 from collections.abc import Mapping, Sequence
@@ -19,6 +21,12 @@ from collections.abc import Mapping, Sequence
 # second; the cache cannot grow past a few hundred KB.
 RESOLVE_CACHE_SECONDS = 1.0
 RESOLVE_CACHE_SIZE = 4096
+
+# Apache's mod_proxy_fcgi sends SCRIPT_FILENAME as
+# "proxy:fcgi://localhost/srv/www/app.lua" (or "proxy:balancer://NAME/...")
+# unless configured with "ProxyFCGIBackendType GENERIC": a quirk php-fpm
+# strips too, so configs copied from PHP guides work unchanged.
+APACHE_PROXY_PREFIX = re.compile(rb"proxy:(?:fcgi|balancer)://[^/]*(?=/)")
 
 
 class ScriptRejected(Exception):
@@ -60,6 +68,8 @@ class ScriptResolver:
                 raise ScriptRejected(404, "no SCRIPT_FILENAME or SCRIPT_NAME param")
             document_root = params.get(b"DOCUMENT_ROOT") or self.root.encode()
             raw = document_root.rstrip(b"/") + b"/" + script_name.lstrip(b"/")
+        elif prefix := APACHE_PROXY_PREFIX.match(raw):
+            raw = raw[prefix.end() :]
         if b"\0" in raw:
             raise ScriptRejected(403, "NUL byte in script path")
         try:

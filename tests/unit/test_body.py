@@ -207,3 +207,20 @@ def test_byte_by_byte(tmp_path: Path) -> None:
         body.feed(data[i : i + 1])
     assert body.complete
     assert body.read_all() == data
+
+
+@pytest.mark.parametrize("length", [b"", b"-1"])  # nginx unbuffered; Caddy 2 (chunked)
+def test_unknown_length_reads_to_the_end_record(tmp_path: Path, length: bytes) -> None:
+    body = make(tmp_path, length)
+    assert body.error is None
+    body.feed(b"abc")
+    assert not body.complete
+    body.feed(b"de")
+    body.end()
+    assert body.complete
+    assert body.data == b"abcde"
+
+
+@pytest.mark.parametrize("length", [b"-2", b"x", b"1.5"])
+def test_invalid_length_is_a_bad_body(tmp_path: Path, length: bytes) -> None:
+    assert isinstance(make(tmp_path, length).error, BadBody)

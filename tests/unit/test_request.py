@@ -41,6 +41,23 @@ def test_empty_length_reads_to_end_of_stdin() -> None:
     assert asyncio.run(scenario()) == b"abcdef"
 
 
+def test_transfer_encoding_without_length_reads_to_end_of_stdin() -> None:
+    # Apache (mod_proxy_fcgi) with a chunked client body it has not read
+    # whole: HTTP_TRANSFER_ENCODING, no CONTENT_LENGTH, then STDIN.
+    request = Request([(b"REQUEST_METHOD", b"POST"), (b"HTTP_TRANSFER_ENCODING", b"chunked")])
+    assert not request.body_complete
+    request.feed_body(b"a=1")
+    request.feed_body(b"&b=2")
+    assert not request.body_complete
+    request.end_body()
+    assert asyncio.run(request.read_body()) == b"a=1&b=2"
+    # Its CONTENT_LENGTH, when it sends one, still rules.
+    params = [(b"HTTP_TRANSFER_ENCODING", b"chunked"), (b"CONTENT_LENGTH", b"3")]
+    request = Request(params)
+    request.feed_body(b"abc")
+    assert request.body_complete
+
+
 def test_known_length_completes_without_end_record() -> None:
     request = make(b"5")
     request.feed_body(b"hel")
@@ -69,5 +86,5 @@ def test_too_large_by_header_and_by_stream() -> None:
 
 def test_bad_length() -> None:
     assert isinstance(make(b"abc").body_error, BadBody)
-    assert isinstance(make(b"-1").body_error, BadBody)
+    assert isinstance(make(b"-2").body_error, BadBody)  # "-1" is Caddy's "unknown"
     assert make(b"abc").body_error.status == 400  # type: ignore[union-attr]

@@ -74,3 +74,33 @@ def test_nul_byte(root: Path) -> None:
 
 def test_no_script_params(root: Path) -> None:
     assert rejected(root).status == 404
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        "proxy:fcgi://localhost",  # SetHandler "proxy:unix:/sock|fcgi://localhost"
+        "proxy:fcgi://127.0.0.1:9000",  # SetHandler "proxy:fcgi://127.0.0.1:9000"
+        "proxy:balancer://fcgi-lua-pool",  # a mod_proxy_balancer pool
+    ],
+)
+def test_apache_proxy_prefix_is_dropped(root: Path, prefix: str) -> None:
+    # mod_proxy_fcgi's default (ProxyFCGIBackendType FPM) SCRIPT_FILENAME
+    found = resolve(root, SCRIPT_FILENAME=f"{prefix}{root}/sub/page.lua".encode())
+    assert found == f"{root}/sub/page.lua"
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("proxy:fcgi://localhost{root}/../outside.lua", 403),
+        ("proxy:fcgi://localhost{root}/escape.lua", 403),
+        ("proxy:fcgi://localhost{root}/missing.lua", 404),
+        ("proxy:fcgi://localhost/etc/passwd", 403),
+        ("proxy:fcgi://localhost", 403),  # no path at all
+        ("proxy:http://localhost{root}/index.lua", 404),  # not Apache's FastCGI prefix
+    ],
+)
+def test_apache_proxy_prefix_stays_confined(root: Path, path: str, status: int) -> None:
+    error = rejected(root, SCRIPT_FILENAME=path.format(root=root).encode())
+    assert error.status == status
