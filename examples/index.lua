@@ -61,5 +61,6 @@ ngx.say([[<h2>More examples</h2><ul>
 <li><a href="/headers.lua">headers.lua</a>: request headers in, response headers and cookies out</li>
 <li><a href="/countdown.lua">countdown.lua</a>: a response streamed one line a second</li>
 <li><a href="/redirect.lua">redirect.lua</a>: ngx.redirect back here</li>
+<li><a href="/visits.lua">visits.lua</a>: a visit counter in Redis through lua-resty-redis (cosockets)</li>
 <li><a href="/error.lua">error.lua</a>: a script error (500; traceback with --debug)</li>
 </ul></body></html>]])

@@ -5,7 +5,7 @@ configs that nginx and supervisord accept, and deploy/run is valid bash.
 from __future__ import annotations
 
 import configparser
-import shutil
+import os
 import subprocess
 from pathlib import Path
 
@@ -40,24 +40,27 @@ def values(tmp_path: Path) -> dict[str, str]:
         "USER": "nobody",
         "FCGI_LUA": "/usr/local/bin/fcgi-lua",
         "FCGI_LUA_ARGS": "--debug",
+        "REDIS_SERVER": "/usr/bin/redis-server",
+        "REDIS_PORT": "16380",
     }
 
 
 def test_deploy_nginx_conf_is_valid(values: dict[str, str]) -> None:
-    nginx_dir = Path(values["NGINX_DIR"])
-    (nginx_dir / "tmp").mkdir(parents=True)
-    shutil.copy(REPO / "nginx" / "fcgi-lua.conf", nginx_dir)
-    shutil.copy(REPO / "nginx" / "fcgi_lua_params", nginx_dir)
-    conf = nginx_dir / "nginx.conf"
-    conf.write_text(render(DEPLOY / "nginx.conf.in", values))
-    assert NGINX is not None
+    # deploy/run renders every file nginx reads (deploy/fcgi-lua-site.conf,
+    # nginx/'s files, the listen include) and runs `nginx -t` on them.
+    env = dict(os.environ, RUN_DIR=values["RUN_DIR"], PORT=values["PORT"])
+    env.update(NGINX=values["NGINX"], FCGI_LUA=values["FCGI_LUA"])
+    env.update(REDIS_SERVER=values["REDIS_SERVER"], REDIS_PORT=values["REDIS_PORT"])
     result = subprocess.run(
-        [NGINX, "-t", "-p", str(nginx_dir), "-c", str(conf), "-e", str(nginx_dir / "error.log")],
+        ["bash", str(DEPLOY / "run"), "--render-only"],
+        env=env,
         capture_output=True,
         text=True,
         check=False,
     )
     assert result.returncode == 0, result.stderr
+    nginx_dir = Path(values["NGINX_DIR"])
+    assert f"listen 127.0.0.1:{values['PORT']};" in (nginx_dir / "fcgi-lua-listen.conf").read_text()
 
 
 def test_deploy_supervisord_conf_holds_both_programs(values: dict[str, str]) -> None:
@@ -71,6 +74,9 @@ def test_deploy_supervisord_conf_holds_both_programs(values: dict[str, str]) -> 
     assert "daemon off;" in nginx["command"]
     assert nginx["stopsignal"] == "QUIT"
     assert parser["supervisord"]["nodaemon"] == "true"
+    redis = parser["program:redis"]
+    assert "--port 16380" in redis["command"]
+    assert 'REDIS_PORT="16380"' in fcgi["environment"]
 
 
 def test_supervisord_program_example_parses() -> None:
