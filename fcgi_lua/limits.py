@@ -21,15 +21,17 @@ from typing import Any
 log = logging.getLogger("fcgi_lua.limits")
 
 # Lua VM instructions one request (or one run of a timer) may execute, all
-# its coroutines and resumes together.  PUC Lua 5.4/5.5 runs about 300 M
-# simple instructions per second on the CI container, so 100 M is about a
-# third of a second of pure Lua: some 100x what a heavy page (templating a
-# large table, a JSON encode) needs, and the longest a runaway loop stalls
-# the other requests of its worker.  0 turns the budget off.
+# its coroutines and resumes together.  PUC Lua (5.2, the default, as
+# 5.4/5.5) runs 300 to 430 M simple instructions per second on the CI
+# container, so 100 M is a quarter to a third of a second of pure Lua:
+# some 100x what a heavy page (templating a large table, a JSON encode)
+# needs, and the longest a runaway loop stalls the other requests of its
+# worker.  0 turns the budget off.
 DEFAULT_MAX_INSTRUCTIONS = 100_000_000
 
 # The count hook runs every this many instructions.  Its cost is one Lua
-# call per interval (<1 % at 10 000, measured in docs/runtimes.md), and the
+# call per interval (on lua52 the budget costs nothing measurable; 5.4's
+# hook machinery itself doubles CPU-bound time: docs/runtimes.md), and the
 # budget is exact to within one interval.
 HOOK_INTERVAL = 10_000
 
@@ -39,10 +41,18 @@ HOOK_INTERVAL = 10_000
 # point frees its coroutine and sockets instead of working for nobody.
 DEFAULT_REQUEST_TIMEOUT = 60.0
 
-# Bytes of Lua memory one worker's VM may hold (0: unlimited).  Off by
-# default: a right value depends on the scripts (shared read-only data
-# built by init scripts, caches); set it per deployment.
-DEFAULT_LUA_MEMORY_LIMIT = 0
+# Bytes of Lua memory one worker's VM may hold (0: unlimited).  The VM
+# needs about 0.6 MB for the API, a request a few KB to a few hundred KB;
+# 256 MB leaves room for max_reqs (1024) requests of 100 KB each in flight
+# plus large shared data built by init scripts, and bounds the Lua heap of
+# the whole responder to workers x 256 MB when a script allocates without
+# end.  On LuaJIT, which cannot survive the limit, the default is off
+# (config.py, docs/runtimes.md).
+DEFAULT_LUA_MEMORY_LIMIT = 256 * 1024 * 1024
+
+# Config's lua_memory_limit until validated: the runtime's default (the
+# one above on PUC Lua, off on LuaJIT).  Never accepted from a user.
+RUNTIME_DEFAULT_MEMORY_LIMIT = -1
 
 # After a memory kill the VM is collected; if its live data still fills
 # more than this share of the limit (the script stored what it allocated

@@ -41,6 +41,13 @@ class Case:
 CASES = [
     Case("hello", "/hello.lua", 200, "Hello, world!\n"),
     Case(
+        "numbers-like-luajit",  # the default runtime's doubles and bit (docs/runtimes.md)
+        "/numbers.lua",
+        200,
+        "n=5 5 2147483648 2 -4\n3   2.0 ff 1e+15 9.007199254741e+15\n255 ffffffff 15\n"
+        "1 42 1.4142135623731\n",
+    ),
+    Case(
         "query-args",
         "/args.lua?a=1&a=2&c&d=x%20y&e=",
         200,

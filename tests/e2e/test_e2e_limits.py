@@ -1,7 +1,8 @@
 """Limits through real nginx: a runaway script is stopped by the
-instruction budget (500) while other requests are served, and a script
-past request_timeout gets a 504 (the debug route's fcgi-lua runs with
-request_timeout = 2)."""
+instruction budget (500) and a memory hog by the Lua memory limit (500)
+while other requests are served, both with the default configuration of
+the default runtime; a script past request_timeout gets a 504 (the debug
+route's fcgi-lua runs with request_timeout = 2)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,20 @@ def test_runaway_gets_500_while_others_are_served(
         assert runaway.result().status == 500
         assert all(h.result().status == 200 for h in hellos)
     logs.wait_for("fcgi-lua", r"runaway\.lua:\d+: instruction budget of \d+ exceeded")
+    logs.assert_no_errors()
+
+
+@pytest.mark.parametrize("run", RUNS)
+def test_memory_hog_gets_500_while_others_are_served(e2e: Stack, logs: Logs, run: int) -> None:
+    logs.allow("fcgi-lua", r"memory_hog\.lua|not enough memory|stack traceback|ERROR")
+    with ThreadPoolExecutor(4) as pool:
+        hog = pool.submit(http_request, e2e.urls["unix"], "/memory_hog.lua")
+        hellos = [pool.submit(http_request, e2e.urls["unix"], "/hello.lua") for _ in range(6)]
+        assert hog.result().status == 500
+        assert all(h.result().status == 200 for h in hellos)
+    logs.wait_for("fcgi-lua", r"memory_hog\.lua: not enough memory")
+    # the hog's memory was collected: the same worker goes on serving
+    assert http_request(e2e.urls["unix"], "/hello.lua").status == 200
     logs.assert_no_errors()
 
 

@@ -13,11 +13,13 @@ import pytest
 
 from fcgi_lua.config import ConfigError, load
 from fcgi_lua.limits import ClientFilter, PathConfinement, package_dirs
-from fcgi_lua.lua import LuaEngine
+from fcgi_lua.lua import DEFAULT_RUNTIME, LuaEngine
 from tests.unit.test_lua_support import FakeRequest, MemorySink, make_params, parse, write_script
 
 # PUC Lua runs the hook per coroutine, LuaJIT VM-wide with its JIT off.
-BUDGET_RUNTIMES = ["lua54", "lua55", "luajit21", "lua51"]
+BUDGET_RUNTIMES = ["lua52", "lua54", "lua55", "luajit21", "lua51"]
+# Every limit holds on these, the default among them (docs/runtimes.md).
+MEMORY_RUNTIMES = sorted({DEFAULT_RUNTIME, "lua52", "lua54", "lua55"})
 
 
 def run_many(engine: LuaEngine, paths: list[str]) -> list[tuple[int, bytes]]:
@@ -66,7 +68,7 @@ def test_runaway_gets_500_and_others_keep_being_served(
     assert run_many(engine, [sleeper]) == [(200, b"fine\n")]
 
 
-@pytest.mark.parametrize("runtime", ["lua54", "luajit21"])
+@pytest.mark.parametrize("runtime", [DEFAULT_RUNTIME, "lua54", "luajit21"])
 def test_budget_counts_across_resumes(tmp_path: Path, runtime: str) -> None:
     # each resume stays under the budget, the request as a whole does not
     src = "for i = 1, 100 do for j = 1, 20000 do end ngx.sleep(0) end ngx.say('done')"
@@ -174,7 +176,7 @@ sock:receive()
 # -- Lua memory limit --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("runtime", ["lua54", "lua55"])
+@pytest.mark.parametrize("runtime", MEMORY_RUNTIMES)
 def test_memory_hog_gets_500_and_the_engine_keeps_serving(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, runtime: str
 ) -> None:
@@ -200,11 +202,12 @@ def test_memory_hog_gets_500_and_the_engine_keeps_serving(
     assert not exhausted
 
 
-def test_memory_kept_in_shared_state_recycles_the_worker(tmp_path: Path) -> None:
+@pytest.mark.parametrize("runtime", MEMORY_RUNTIMES)
+def test_memory_kept_in_shared_state_recycles_the_worker(tmp_path: Path, runtime: str) -> None:
     leak = (
         "string.leak = {} local t = string.leak while true do t[#t + 1] = string.rep('x', 999) end"
     )
-    engine = LuaEngine(runtime="lua54", lua_memory_limit=32 << 20)
+    engine = LuaEngine(runtime=runtime, lua_memory_limit=32 << 20)
     exhausted: list[bool] = []
     engine.on_exhausted = lambda: exhausted.append(True)
     assert run_many(engine, [write_script(tmp_path, leak)])[0][0] == 500
@@ -214,7 +217,7 @@ def test_memory_kept_in_shared_state_recycles_the_worker(tmp_path: Path) -> None
 # -- sandbox -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("runtime", ["lua54", "luajit21", "lua51"])
+@pytest.mark.parametrize("runtime", sorted({DEFAULT_RUNTIME, "lua54", "luajit21", "lua51"}))
 def test_sandbox_removes_and_confines(tmp_path: Path, runtime: str) -> None:
     root = tmp_path / "www"
     lib = tmp_path / "lib"
