@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gc
 import logging
 import os
@@ -56,9 +55,10 @@ def make_engine(config: Config, worker_id: int = 0) -> Any:
     # The Lua VM is created here, in the process that serves (after any fork).
     from fcgi_lua.lua import LuaEngine
 
-    return LuaEngine(
+    engine = LuaEngine(
         runtime=config.lua_runtime,
         recompile=config.recompile,  # type: ignore[arg-type]  # validated by Config
+        recompile_interval=config.recompile_interval,
         debug=config.debug,
         log_to_stderr=config.log_to_fcgi_stderr,
         worker_id=worker_id,
@@ -78,6 +78,14 @@ def make_engine(config: Config, worker_id: int = 0) -> Any:
         body_temp_dir=config.client_body_temp_path,
         shared_dicts=_open_shared_dicts(config),
     )
+    # OpenResty's init_by_lua_file, then init_worker_by_lua_file: called
+    # with the loop running (its timers need it), before any request.  A
+    # failed init_script raises LuaInitError: the worker must not serve.
+    if config.init_script:
+        engine.run_init_script(config.init_script)
+    if config.init_worker_script:
+        engine.run_init_worker_script(config.init_worker_script)
+    return engine
 
 
 def _open_shared_dicts(config: Config) -> Any:
@@ -102,10 +110,16 @@ async def _serve(
 ) -> int:
     """One serving process: the only one (workers = 1) or a forked worker."""
     from fcgi_lua.accesslog import AccessLog
+    from fcgi_lua.lua import LuaInitError
     from fcgi_lua.server import Server
     from fcgi_lua.workers import HEARTBEAT_INTERVAL, heartbeat, reopen_log_files
 
-    engine = make_engine(config, worker_id)
+    try:
+        engine = make_engine(config, worker_id)
+    except LuaInitError as exc:  # the master retries with a back-off
+        log.error("%s", exc)
+        log.error("init_script failed: pid %d exits without accepting requests", os.getpid())
+        return 1
     recorder = metrics.start_worker(config.root)  # before Server: it reads it
     server = Server(config, engine)
     access_log = None
@@ -143,6 +157,11 @@ async def _serve(
     loop.add_signal_handler(signal.SIGQUIT, graceful)
     loop.add_signal_handler(signal.SIGINT, fast if sockets is not None else graceful)
     loop.add_signal_handler(signal.SIGUSR1, reopen_log_files)
+    if sockets is None:
+        # A single process has no master to start new workers: a reload
+        # cannot be graceful, and dying on SIGHUP (its default) drops
+        # every request in flight.  Keep serving and say why.
+        loop.add_signal_handler(signal.SIGHUP, _reload_needs_a_master)
     server.on_max_requests = graceful
     engine.on_exhausted = graceful  # lua_memory_limit: a VM too full to go on
     beat: asyncio.TimerHandle | None = None
@@ -192,6 +211,10 @@ async def _serve(
         access_log.close()
     log.info("stopped (pid %d)", os.getpid())
     return 0
+
+
+def _reload_needs_a_master() -> None:
+    log.warning("SIGHUP ignored: reloading needs workers > 1 (a master); restart to reload")
 
 
 def _worker_main(
@@ -257,7 +280,7 @@ def _serve_processes(config: Config, args: argparse.Namespace, overrides: dict[s
     if config.workers == 1:
         return run_loop(lambda: _serve(config))
     from fcgi_lua.server import bind_all
-    from fcgi_lua.workers import Master
+    from fcgi_lua.workers import Master, close_listeners
 
     try:
         sockets = bind_all(config)
@@ -268,11 +291,7 @@ def _serve_processes(config: Config, args: argparse.Namespace, overrides: dict[s
     try:
         return master.run(sockets)
     finally:
-        for sock in sockets:
-            if sock.family == socket.AF_UNIX:
-                with contextlib.suppress(OSError):
-                    os.unlink(sock.getsockname())
-            sock.close()
+        close_listeners(sockets)
 
 
 # -- run -----------------------------------------------------------------------
@@ -338,7 +357,14 @@ def cgi_params(
 
 
 async def _run_once(config: Config, request: Request, body: bytes | None) -> int:
-    engine = make_engine(config)
+    from fcgi_lua.lua import LuaInitError
+
+    try:
+        engine = make_engine(config)
+    except LuaInitError as exc:
+        log.error("%s", exc)
+        request.close()
+        return 1
     sink = _StdoutSink()
     if body is not None:
         request.feed_body(body)
@@ -362,7 +388,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.debug:
         overrides["debug"] = True
     try:
-        config = load(args.config, overrides)
+        # One run is one process, whatever the file says (ngx.worker.count()).
+        config = load(args.config, overrides).replace(workers=1)
         body = None
         if args.body is not None:
             with open(args.body, "rb") as handle:
@@ -440,8 +467,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         metavar="N",
-        help="worker processes (default 1: a single process, no master); with N > 1 a "
-        "master binds once, forks N workers and replaces any that die or hang",
+        help="worker processes (default: the CPUs this process may run on); with N > 1 a "
+        "master binds once, forks N workers and replaces any that die or hang; "
+        "1 is a single process with no master",
     )
     serve.set_defaults(func=cmd_serve)
 

@@ -16,7 +16,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fcgi_lua.limits import check_clients
+from fcgi_lua.limits import (
+    DEFAULT_LUA_MEMORY_LIMIT,
+    RUNTIME_DEFAULT_MEMORY_LIMIT,
+    check_clients,
+)
 
 RUNTIMES = ("luajit21", "luajit20", "lua51", "lua52", "lua53", "lua54", "lua55")
 RECOMPILE_POLICIES = ("mtime", "always", "never")
@@ -34,13 +38,30 @@ def _default_runtime() -> str:
     return str(DEFAULT_RUNTIME)
 
 
+MAX_WORKERS = 256
+
+
+def default_workers() -> int:
+    """One worker per CPU this process may run on, as nginx's
+    ``worker_processes auto``: the affinity mask (taskset, a container's
+    cpuset) rather than ``os.cpu_count()``, which counts every CPU of the
+    host.  Neither sees a CPU quota (``docker --cpus``, a Kubernetes
+    limit): set ``workers`` there."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        count = os.cpu_count() or 1
+    return max(1, min(count, MAX_WORKERS))
+
+
 @dataclass
 class Config:
     """Every option of fcgi-lua.  docs/configuration.md documents each."""
 
     listen: list[str] = field(default_factory=lambda: ["127.0.0.1:9000"])
     root: str = ""
-    workers: int = 1
+    # Worker processes; 1 is a single process with no master (cli.py).
+    workers: int = field(default_factory=default_workers)
     debug: bool = False
     # nginx workers usually run as another user (www-data, nobody) than the
     # responder; 0666 lets them connect.  Tighten it with a shared group.
@@ -55,6 +76,9 @@ class Config:
     extensions: list[str] = field(default_factory=lambda: [".lua"])
     lua_runtime: str = ""
     recompile: str = "mtime"
+    # recompile = "mtime": look at a script's mtime at most this often
+    # (seconds; 0: every request), like PHP's opcache.revalidate_freq.
+    recompile_interval: float = 1.0
     # nginx's default large_client_header_buffers allow 4 x 8k of headers;
     # 64 KiB of params leaves room for that plus the CGI variables.
     max_params_bytes: int = 65536
@@ -112,7 +136,9 @@ class Config:
     # Limits (why these defaults: fcgi_lua/limits.py); 0 turns each off.
     max_instructions: int = 100_000_000
     request_timeout: float = 60.0
-    lua_memory_limit: int = 0
+    # 256m on PUC Lua, off on LuaJIT (it aborts when a script fills it):
+    # resolved by validate(); docs/runtimes.md.
+    lua_memory_limit: int = RUNTIME_DEFAULT_MEMORY_LIMIT
     # Remove os.execute, io.popen, debug...; confine files to root and the
     # require path (docs/lua-api.md, "Limits and sandbox").
     sandbox: bool = False
@@ -134,8 +160,16 @@ class Config:
     # Log a WARNING with the Lua traceback of a request running longer than
     # this many seconds; 0 is off.
     slow_request_threshold: float = 0.0
+    # Lua files run by every worker's VM before it serves (OpenResty's
+    # init_by_lua_file / init_worker_by_lua_file; docs/lua-api.md,
+    # "Init scripts"); "" is none.
+    init_script: str = ""
+    init_worker_script: str = ""
 
     def validate(self, source: str = "config") -> None:
+        if self.lua_memory_limit == RUNTIME_DEFAULT_MEMORY_LIMIT:
+            luajit = (self.lua_runtime or _default_runtime()).startswith("luajit")
+            self.lua_memory_limit = 0 if luajit else DEFAULT_LUA_MEMORY_LIMIT
         for spec in OPTIONS.values():
             value = getattr(self, spec.name)
             problem = spec.check(value) if spec.check else None
@@ -206,7 +240,7 @@ def _check_temp_path(value: str) -> str | None:
 
 
 def _check_workers(value: int) -> str | None:
-    return None if 1 <= value <= 256 else "must be between 1 and 256"
+    return None if 1 <= value <= MAX_WORKERS else f"must be between 1 and {MAX_WORKERS}"
 
 
 def _check_extensions(value: list[str]) -> str | None:
@@ -253,6 +287,14 @@ def _check_memory_limit(value: int) -> str | None:
     return None
 
 
+def _check_lua_file(value: str) -> str | None:
+    if value and not os.path.isfile(value):
+        return "is not a file"
+    if value and not os.access(value, os.R_OK):
+        return "is not readable"
+    return None
+
+
 def _check_runtime(value: str) -> str | None:
     return None if not value or value in RUNTIMES else f"must be one of {', '.join(RUNTIMES)}"
 
@@ -268,6 +310,7 @@ OPTIONS: dict[str, Option] = {
         Option("extensions", list, _check_extensions, str),
         Option("lua_runtime", str, _check_runtime),
         Option("recompile", str, _one_of(RECOMPILE_POLICIES)),
+        Option("recompile_interval", float, _not_negative),
         Option("max_params_bytes", int, _positive),
         Option("max_params_count", int, _positive),
         Option("client_max_body_size", int, _positive),
@@ -305,6 +348,8 @@ OPTIONS: dict[str, Option] = {
         Option("metrics_dir", str),
         Option("access_log", str),
         Option("slow_request_threshold", float, _not_negative),
+        Option("init_script", str, _check_lua_file),
+        Option("init_worker_script", str, _check_lua_file),
     )
 }
 assert set(OPTIONS) == {f.name for f in dataclasses.fields(Config)}

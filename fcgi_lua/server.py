@@ -28,9 +28,9 @@ from typing import Any, Protocol, cast
 from fcgi_lua import fastcgi, metrics, status
 from fcgi_lua.accesslog import AccessLog
 from fcgi_lua.config import Config, parse_listen
-from fcgi_lua.http import error_response
+from fcgi_lua.http import error_response, without_content_length
 from fcgi_lua.limits import ClientFilter
-from fcgi_lua.request import Request
+from fcgi_lua.request import Request, from_monkey, monkey_params
 from fcgi_lua.scripts import ScriptRejected, ScriptResolver
 
 log = logging.getLogger("fcgi_lua.server")
@@ -43,6 +43,22 @@ CORK_LIMIT = 64 * 1024
 # After our last END_REQUEST on a connection we half-close it and wait this
 # long for the peer to close its side (see close_gracefully).
 LINGER_SECONDS = 2.0
+# While draining (reload, stop), a kept-alive connection is closed once it
+# has carried no request for this long.  Closing one the moment its last
+# answer left races the front server, which may be sending the next request
+# on it: nginx retries a GET that meets the close, but never a POST.  nginx
+# reuses its most recently freed connection first, so the one idle longest
+# is the least likely to be picked; under load the front server retires
+# connections itself (keepalive_requests).  shutdown_timeout still bounds
+# the drain.
+DRAIN_IDLE_SECONDS = 0.25
+# The end of a drain (the last this many seconds of shutdown_timeout, at
+# most half of it): connections still busy then close right after their
+# next END_REQUEST, so the requests in flight finish before the timeout
+# cancels anything (nginx retries a GET that meets such a close; a POST it
+# does not, which is why nginx/fcgi-lua-upstream.conf sets keepalive_time:
+# nginx itself retires a busy connection well before this).
+DRAIN_FORCE_SECONDS = 2.0
 
 # A burst of at least this many requests in flight is followed, once the
 # worker has been idle for TRIM_IDLE_SECONDS, by a collection and a
@@ -67,6 +83,52 @@ class Engine(Protocol):
     def run(self, request: Request, sink: Any) -> Awaitable[None]: ...
 
 
+def _send_with_fin(transport: asyncio.WriteTransport, data: bytes) -> bool:
+    """Send ``data`` and our FIN together, if the socket takes it all now.
+
+    uvloop's write_eof() only queues the shutdown for the loop's next I/O
+    pass.  Monkey 1.6 ends the HTTP request when it reads our EOF, not at
+    END_REQUEST: a keep-alive client that sends its next request in that gap
+    has its connection closed by Monkey without an answer (docs/monkey.md).
+    So the last bytes and the FIN leave back to back, corked on TCP so they
+    travel in one segment.  False (nothing sent) when that cannot be done
+    here: the caller falls back to write() + write_eof().
+    """
+    if transport.get_write_buffer_size():
+        return False  # earlier bytes still queued: they must go first
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return False
+    try:
+        raw = socket.socket(fileno=sock.fileno())
+    except OSError:
+        return False
+    try:
+        tcp = raw.family in (socket.AF_INET, socket.AF_INET6)
+        try:
+            if tcp:
+                raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+            sent = raw.send(data) if data else 0
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            return False  # nothing sent: the transport meets the error itself
+        if sent < len(data):
+            if tcp:
+                with contextlib.suppress(OSError):
+                    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+            if not sent:
+                return False
+            transport.write(data[sent:])
+            transport.write_eof()
+            return True
+        with contextlib.suppress(OSError):  # the peer is gone: nothing to finish
+            raw.shutdown(socket.SHUT_WR)  # also pushes the corked bytes out
+        return True
+    finally:
+        raw.detach()
+
+
 class ConnectionGone(Exception):
     """The front server closed the connection while a request was writing."""
 
@@ -74,7 +136,7 @@ class ConnectionGone(Exception):
 class _Sink:
     """Where one request's output goes: STDOUT/STDERR records on its connection."""
 
-    __slots__ = ("_conn", "_request_id", "first", "sent")
+    __slots__ = ("_conn", "_request_id", "first", "monkey", "sent")
 
     def __init__(self, conn: FastCGIProtocol, request_id: int) -> None:
         self._conn = conn
@@ -83,6 +145,8 @@ class _Sink:
         # header block (its "Status: NNN" line comes first).
         self.first = b""
         self.sent = 0
+        # Monkey chunks every response itself: no Content-Length from us.
+        self.monkey = False
 
     @property
     def status(self) -> int:
@@ -96,6 +160,8 @@ class _Sink:
         if conn.closed:
             raise ConnectionGone("front server closed the connection")
         if not self.first:
+            if self.monkey:
+                data = without_content_length(data)
             self.first = data[:16]
         self.sent += len(data)
         conn.write(conn.codec.send(fastcgi.Stdout(self._request_id, data)))
@@ -145,6 +211,7 @@ class FastCGIProtocol(asyncio.Protocol):
         self.write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._requests: dict[int, _Tracked] = {}
+        self._begun = 0  # requests begun on this connection (drain_when_idle)
         self._corked: list[bytes] = []
         self._corked_size = 0
         self.peer = "?"
@@ -267,12 +334,17 @@ class FastCGIProtocol(asyncio.Protocol):
         transport = self.transport
         if transport is None or self.closed or self.lingering:
             return
-        self._uncork()
         if not transport.can_write_eof():
+            self._uncork()
             transport.close()
             return
         self.lingering = True
-        transport.write_eof()
+        corked, self._corked = self._corked, []
+        self._corked_size = 0
+        if not _send_with_fin(transport, b"".join(corked)):
+            if corked:
+                transport.write(b"".join(corked))
+            transport.write_eof()
         if not transport.is_reading():
             transport.resume_reading()
         asyncio.get_running_loop().call_later(LINGER_SECONDS, self.close)
@@ -289,13 +361,23 @@ class FastCGIProtocol(asyncio.Protocol):
                     "FastCGI protocol error from %s: %s; closing connection", self.peer, exc
                 )
                 self._abort_all()
-                if exc.http_status and exc.request_id in codec.active_request_ids:
+                request_id, http_status = exc.request_id, exc.http_status
+                if not (http_status and request_id in codec.active_request_ids):
+                    # Garbage in the params of the one request not yet
+                    # running (Monkey 1.6 miscounts any 127-byte param:
+                    # docs/monkey.md): a 400 beats leaving its client waiting.
+                    waiting = codec.active_request_ids - self._requests.keys()
+                    request_id, http_status = (min(waiting), 400) if len(waiting) == 1 else (0, 0)
+                if http_status:
                     # The peer can still be told why (e.g. 431 for oversized params).
-                    self.write(
-                        codec.send(fastcgi.Stdout(exc.request_id, error_response(exc.http_status)))
-                    )
-                    self.write(codec.send(fastcgi.EndRequest(exc.request_id)))
-                self.close()
+                    # Without a Content-Length: which front server this is
+                    # may not be known, and Monkey chunks (docs/monkey.md).
+                    answer = without_content_length(error_response(http_status))
+                    self.write(codec.send(fastcgi.Stdout(request_id, answer)))
+                    self.write(codec.send(fastcgi.EndRequest(request_id)))
+                    self.close_gracefully()  # so the answer is not lost to a reset
+                else:
+                    self.close()
                 return
             if event is fastcgi.NEED_DATA:
                 return
@@ -322,6 +404,7 @@ class FastCGIProtocol(asyncio.Protocol):
         )
         tracked = _Tracked(request)
         self._requests[event.request_id] = tracked
+        self._begun += 1
         tracked.task = server.spawn(self._serve(event.request_id, tracked))
         # Temp files go when the task ends, however it ends (even cancelled
         # before it ever ran, when its own finally clauses never run).
@@ -400,6 +483,10 @@ class FastCGIProtocol(asyncio.Protocol):
         aborted = False
         try:
             params = dict(request.params)
+            if from_monkey(params):
+                request.params = monkey_params(request.params)
+                params = dict(request.params)
+                sink.monkey = True
             head = params.get(b"REQUEST_METHOD") == b"HEAD"
             answer = server.answer_builtin(params, head) if server.builtin_paths else None
             if answer is not None:
@@ -425,6 +512,8 @@ class FastCGIProtocol(asyncio.Protocol):
                         slow = asyncio.get_running_loop().call_later(
                             server.slow_request_threshold, server.report_slow, request, began
                         )
+                    if not observe:
+                        params = {}  # unused from here: not kept while the script runs
                     await server.engine.run(request, sink)
         except asyncio.CancelledError:
             aborted = True
@@ -459,7 +548,21 @@ class FastCGIProtocol(asyncio.Protocol):
         self._maybe_close()
 
     def _maybe_close(self) -> None:
-        if self.codec.should_close or (self.server.draining and not self._requests):
+        if self.codec.should_close or (self.server.closing and self.idle):
+            self.close_gracefully()
+        elif self.server.draining:
+            self.drain_when_idle()
+
+    def drain_when_idle(self) -> None:
+        """Draining: close once no request has come for DRAIN_IDLE_SECONDS."""
+        if self.closed or self.lingering or not self.idle:
+            return
+        asyncio.get_running_loop().call_later(
+            DRAIN_IDLE_SECONDS, self._close_if_still_idle, self._begun
+        )
+
+    def _close_if_still_idle(self, begun: int) -> None:
+        if self._begun == begun and self.idle:
             self.close_gracefully()
 
     @property
@@ -481,6 +584,7 @@ class Server:
         self._unix_paths: list[str] = []
         # Set by a graceful stop: connections close as soon as they are idle.
         self.draining = False
+        self.closing = False  # the last part of a drain (stop)
         self.requests_served = 0
         self._peak_in_flight = 0
         # Called once when max_requests is reached (the worker recycles).
@@ -584,6 +688,9 @@ class Server:
         """
         if self.tasks:
             return
+        collect_lua = getattr(self.engine, "collect_garbage", None)
+        if collect_lua is not None:
+            collect_lua()  # first: the Lua heap's garbage goes back to malloc
         gc.collect()
         if _malloc_trim is not None:
             _malloc_trim(0)
@@ -612,12 +719,16 @@ class Server:
             self._servers.append(server)
             log.info("listening on %s", describe_socket(sock))
 
+    def _open_connections(self) -> bool:
+        return any(not conn.lingering for conn in self.connections)
+
     async def stop(self, timeout: float | None = None) -> None:
         """Stop accepting, let in-flight requests finish, then cancel the rest.
 
-        Idle connections close at once and busy ones right after their
-        last END_REQUEST: nginx retries a request that meets a kept-alive
-        connection closing under it, so a reload under load loses nothing.
+        Kept-alive connections keep serving what the front server still
+        sends on them, and close once idle for DRAIN_IDLE_SECONDS (or at the
+        timeout): no request, not even a POST nginx would not retry, meets a
+        connection closing under it.
         """
         timeout = self.config.shutdown_timeout if timeout is None else timeout
         self.draining = True
@@ -627,12 +738,19 @@ class Server:
             with contextlib.suppress(OSError):
                 os.unlink(path)
         for conn in list(self.connections):
-            if conn.idle:
-                conn.close()
+            conn.drain_when_idle()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         if self.tasks:
             log.info("waiting up to %.1fs for %d request(s)", timeout, len(self.tasks))
+        soft = deadline - min(DRAIN_FORCE_SECONDS, timeout / 2)
+        while (self.tasks or self._open_connections()) and loop.time() < soft:
+            # in-flight requests end; idle connections close on their own
+            await asyncio.sleep(min(DRAIN_IDLE_SECONDS / 5, max(soft - loop.time(), 0)))
+        self.closing = True  # busy connections: closed after their next answer
+        for conn in list(self.connections):
+            if conn.idle:
+                conn.close_gracefully()
         while self.tasks and loop.time() < deadline:
             await asyncio.wait(set(self.tasks), timeout=deadline - loop.time())
         pending = set(self.tasks)

@@ -95,7 +95,7 @@ class Master:
         )
         self._maintain()
         while self.workers or not self.stopping:
-            self._wait(HEARTBEAT_INTERVAL / 2)
+            self._wait(self._next_turn())
             for signum in self._take_signals():
                 handler = getattr(self, f"handle_{signal.Signals(signum).name.lower()}")
                 handler()
@@ -105,6 +105,15 @@ class Master:
                 self._maintain()
         log.info("master %d stopped", os.getpid())
         return 0
+
+    def _next_turn(self) -> float:
+        """Seconds until the loop must run again: the heartbeat check, or a
+        replacement whose crash-loop back-off ends sooner."""
+        timeout = HEARTBEAT_INTERVAL / 2
+        backoff_left = self._next_spawn - time.monotonic()
+        if backoff_left > 0 and not self.stopping:
+            timeout = min(timeout, backoff_left)
+        return timeout
 
     def _queue_signal(self, signum: int, frame: object) -> None:
         self._signals.append(signum)
@@ -240,6 +249,9 @@ class Master:
     # -- signals -------------------------------------------------------------------
 
     def handle_sighup(self) -> None:
+        if self.stopping:
+            log.warning("reload ignored: stopping")
+            return
         try:
             config = self.reload_config()
         except ConfigError as exc:
@@ -265,6 +277,7 @@ class Master:
     def handle_sigterm(self) -> None:
         log.info("graceful stop")
         self.stopping = True
+        self._stop_listening()
         self._signal_workers(signal.SIGTERM)
 
     handle_sigquit = handle_sigterm
@@ -272,7 +285,15 @@ class Master:
     def handle_sigint(self) -> None:
         log.info("fast stop")
         self.stopping = True
+        self._stop_listening()
         self._signal_workers(signal.SIGINT)
+
+    def _stop_listening(self) -> None:
+        # The workers close their copies as they stop.  Were the master to
+        # keep its own until the end, connections would queue in a backlog
+        # nobody accepts from, for up to shutdown_timeout, then be reset;
+        # refused at once, nginx answers 502 or tries its next server.
+        close_listeners(self.sockets)
 
     def handle_sigusr1(self) -> None:
         reopen_log_files()
@@ -280,6 +301,18 @@ class Master:
 
     def handle_sigchld(self) -> None:
         pass  # reaping happens on every turn of the loop
+
+
+def close_listeners(sockets: Sequence[socket.socket]) -> None:
+    """Close listening sockets, removing the files of Unix ones first (a
+    connect then fails at once instead of finding a dead socket)."""
+    for sock in sockets:
+        if sock.fileno() == -1:
+            continue  # closed already
+        if sock.family == socket.AF_UNIX:
+            with contextlib.suppress(OSError):
+                os.unlink(sock.getsockname())
+        sock.close()
 
 
 def reopen_log_files() -> None:

@@ -11,6 +11,7 @@ from fcgi_lua.lua.engine import (
     CodeCache,
     LuaCompileError,
     LuaEngine,
+    LuaInitError,
     LuaRequest,
     OutputSink,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "CodeCache",
     "LuaCompileError",
     "LuaEngine",
+    "LuaInitError",
     "LuaRequest",
     "OutputSink",
     "UnknownRuntimeError",

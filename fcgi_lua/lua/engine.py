@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Literal, Protocol
 
-from fcgi_lua import __version__, limits, metrics, shdict
+from fcgi_lua import __version__, deadlines, limits, metrics, shdict
 from fcgi_lua.body import BodyError, BodyStorageError
 from fcgi_lua.forms import Multipart, MultipartError
 from fcgi_lua.http import error_page, error_response, header_block, reason_phrase
@@ -100,32 +100,49 @@ class LuaCompileError(Exception):
     """A script could not be loaded: a syntax error, or an unreadable file."""
 
 
+class LuaInitError(Exception):
+    """init_script or init_worker_script failed; the message names the
+    config key, then the file and line (and the Lua traceback)."""
+
+
 @dataclass(slots=True)
 class _CachedChunk:
     mtime_ns: int
     size: int
     factory: Any
+    checked: float  # time.monotonic() of the last stat that found it unchanged
 
 
 class CodeCache:
     """Compiled scripts of one VM, by path.
 
-    ``mtime``: recompile when the file's mtime or size changes (one stat per
-    request); ``always``: compile on every request (lua_code_cache off);
-    ``never``: compile once and never look at the file again.
+    ``mtime``: recompile when the file's mtime or size changes, looked at
+    (one stat) at most once per ``interval`` seconds per script, like
+    PHP's opcache.revalidate_freq (0: on every request); ``always``: compile
+    on every request (lua_code_cache off); ``never``: compile once and never
+    look at the file again.
     """
 
-    def __init__(self, compile_chunk: Callable[[bytes, bytes], Any], recompile: Recompile) -> None:
+    def __init__(
+        self,
+        compile_chunk: Callable[[bytes, bytes], Any],
+        recompile: Recompile,
+        interval: float = 0.0,
+    ) -> None:
         if recompile not in ("mtime", "always", "never"):
             raise ValueError(f"recompile must be mtime, always or never, not {recompile!r}")
         self._compile_chunk = compile_chunk
         self._recompile = recompile
+        self._interval = interval
         self._chunks: dict[str, _CachedChunk] = {}
         self.compilations = 0
 
     def get(self, path: str) -> Any:
         chunk = self._chunks.get(path)
-        if chunk is not None and self._recompile == "never":
+        now = time.monotonic()
+        if chunk is not None and (
+            self._recompile == "never" or now - chunk.checked < self._interval
+        ):
             return chunk.factory
         try:
             st = os.stat(path)
@@ -135,6 +152,7 @@ class CodeCache:
                 and chunk.mtime_ns == st.st_mtime_ns
                 and chunk.size == st.st_size
             ):
+                chunk.checked = now
                 return chunk.factory
             with open(path, "rb") as f:
                 source = f.read()
@@ -147,7 +165,7 @@ class CodeCache:
             message = err.decode("utf-8", "replace") if isinstance(err, bytes) else str(err)
             raise LuaCompileError(message)
         if self._recompile != "always":
-            self._chunks[path] = _CachedChunk(st.st_mtime_ns, st.st_size, factory)
+            self._chunks[path] = _CachedChunk(st.st_mtime_ns, st.st_size, factory, now)
         return factory
 
 
@@ -207,7 +225,7 @@ _Command = Callable[[LuaRequest, OutputSink, Any], Awaitable[Any]]
 
 
 async def _do_sleep(request: LuaRequest, sink: OutputSink, seconds: Any) -> Any:
-    await asyncio.sleep(seconds)
+    await deadlines.current().sleep(seconds)
     return None
 
 
@@ -306,6 +324,7 @@ class LuaEngine:
         debug: bool = False,
         log_to_stderr: bool = False,
         *,
+        recompile_interval: float = 0.0,
         default_type: bytes = DEFAULT_CONTENT_TYPE,
         worker_id: int = 0,
         worker_count: int = 1,
@@ -407,16 +426,20 @@ class LuaEngine:
         self._start = driver[b"start"]
         self._drive = driver[b"drive"]
         self._abort = driver[b"abort"]
-        self.cache = CodeCache(driver[b"compile"], recompile)
+        self._run_phase = driver[b"run_phase"]  # init_script, init_worker_script
+        self.cache = CodeCache(driver[b"compile"], recompile, recompile_interval)
         # The status page and the slow-request log ask for these; taken
         # before a sandbox removes debug.  running: request -> its context.
         self.running: dict[Any, Any] = {}
+        # (one value: 5.2's collectgarbage("count") adds the bytes past the last KB)
         self._traceback_of, self._memory_kb = lua.execute(
             b"local traceback, collectgarbage = debug.traceback, collectgarbage\n"
             b"return function(r) return traceback(r.co, '', 0) end,\n"
-            b"       function() return collectgarbage('count') end"
+            b"       function() return (collectgarbage('count')) end"
         )
-        self._collect = lua.eval(b"function() collectgarbage() return collectgarbage('count') end")
+        self._collect = lua.eval(
+            b"function() collectgarbage() return (collectgarbage('count')) end"
+        )
         if sandbox:  # last: the layers above keep private references
             path = lua.globals().package.path.decode("utf-8", "replace")
             limits.install_sandbox(lua, root, path, body_temp_dir)
@@ -465,7 +488,6 @@ class LuaEngine:
                     request, sink, "not enough memory (lua_memory_limit)", emitted=False
                 )
                 return
-        flat = [item for pair in request.params for item in pair]
         lua_error = self._lua_error
         self._sink = sink
         # Each resume is timed: one that runs long without yielding is a
@@ -475,7 +497,10 @@ class LuaEngine:
         try:
             began = perf_counter()
             r, cmd, arg, extra = self._start(
-                factory, self._lua.table_from(flat), time.time(), self._cgi(request.script_path)
+                factory,
+                self._lua.table_from([item for pair in request.params for item in pair]),
+                time.time(),
+                self._cgi(request.script_path),
             )
             elapsed = perf_counter() - began
             if elapsed > slow:
@@ -491,7 +516,7 @@ class LuaEngine:
         # instruction budget's job.
         expiry = None
         if self.request_timeout > 0:
-            expiry = asyncio.get_running_loop().call_later(
+            expiry = deadlines.current().call_later(
                 self.request_timeout, _expire, r, asyncio.current_task()
             )
         try:
@@ -643,6 +668,43 @@ class LuaEngine:
                 raise RuntimeError(f"unknown command {cmd!r} yielded")
             tasks[tid] = asyncio.ensure_future(handler(request, sink, ops[i + 2]))
 
+    # -- init_script, init_worker_script (config) ---------------------------------
+
+    def run_init_script(self, path: str) -> None:
+        """Config's init_script (OpenResty's init_by_lua_file): run once,
+        before any request, in the VM's shared globals, the ones every
+        request's global table falls back to.  Raises LuaInitError: the
+        worker must not serve without it."""
+        self._run_init_file("init_script", b"init", path)
+
+    def run_init_worker_script(self, path: str) -> bool:
+        """Config's init_worker_script (init_worker_by_lua_file): run once
+        the worker's event loop runs (it may start ngx.timer timers), before
+        it accepts requests.  As in OpenResty an error is logged and the
+        worker serves anyway; returns whether the script ran to its end."""
+        try:
+            self._run_init_file("init_worker_script", b"init_worker", path)
+        except LuaInitError as exc:
+            log.error("%s", exc)
+            return False
+        return True
+
+    def _run_init_file(self, key: str, phase: bytes, path: str) -> None:
+        path = os.path.abspath(path)
+        try:
+            with open(path, "rb") as f:
+                source = f.read()
+        except OSError as exc:
+            raise LuaInitError(f"{key} error: cannot open {path}: {exc.strerror}") from exc
+        self._sink = None
+        try:
+            ok, err = self._run_phase(phase, source, b"@" + os.fsencode(path))
+        except (self._lua_error, MemoryError) as exc:  # raised outside Lua's protection
+            ok, err = False, str(exc) or "not enough memory"
+        if not ok:
+            message = err.decode("utf-8", "replace") if isinstance(err, bytes) else str(err)
+            raise LuaInitError(f"{key} error: {_expand_short_src(message, path)}")
+
     # -- timers (ngx.timer) ------------------------------------------------------
 
     async def _run_timer(self, timer_id: int, premature: bool, keep: bool) -> None:
@@ -764,6 +826,12 @@ class LuaEngine:
     def lua_memory(self) -> int:
         """Bytes the VM holds now (collectgarbage("count"): cheap, no collection)."""
         return int(self._memory_kb() * 1024)
+
+    def collect_garbage(self) -> int:
+        """A full collection now; the bytes the VM still holds.  The server
+        calls it when a burst is over: an idle VM allocates nothing, so its
+        incremental collector would leave the burst's garbage in place."""
+        return int(self._collect() * 1024)
 
     def _warn_slow(self, request: LuaRequest, seconds: float) -> None:
         log.warning(

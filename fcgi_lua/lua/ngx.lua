@@ -2,7 +2,7 @@
 --
 -- Loaded once per VM by fcgi_lua/lua/engine.py, which passes the table of
 -- Python helpers (I/O-free: hashing, logging, error pages) and gets back
--- the driver table { compile, start, drive, abort }.
+-- the driver table { compile, start, drive, abort, run_phase }.
 --
 -- One coroutine per request.  The coroutine yields only for I/O, always as
 -- `IO, command, argument`; the driver hands (command, argument) to Python,
@@ -69,11 +69,17 @@ local cur -- the request running now (nil while a timer runs)
 -- (thread.lua); sleeps, cosockets and light threads need only a context.
 local cur_ctx
 local now_cache = 0 -- seconds, float; set by the driver on every resume
+-- "init" or "init_worker" while config's init_script or init_worker_script
+-- runs (run_phase below), outside any context; nil otherwise.
+local phase
 
 local ngx = {}
 _G.ngx = ngx
 
 local function no_request()
+    if phase == "init_worker" then -- OpenResty's fake request of that phase
+        error("API disabled in the context of init_worker_by_lua*", 3)
+    end
     if cur_ctx then -- a timer: there is no request behind it
         error("API disabled in the context of ngx.timer", 3)
     end
@@ -205,6 +211,9 @@ local function num2str(n)
     -- integers, everything else "%.14g" (the LuaJIT way on every runtime).
     if n == floor(n) and n >= -2147483648 and n <= 2147483647 then
         return format("%d", n)
+    end
+    if n ~= n then
+        return "nan" -- LuaJIT's spelling of every NaN; glibc's printf says "-nan" for some
     end
     return format("%.14g", n)
 end
@@ -1028,7 +1037,11 @@ end
 
 -- nginx variables that are not plain CGI params, computed from them.
 local DERIVED = {
-    uri = function(v) return v.document_uri or match(v.request_uri or "", "^[^?]*") end,
+    -- nginx's $uri is decoded; lighttpd and Apache send no DOCUMENT_URI,
+    -- only the raw REQUEST_URI (docs/fronts.md).
+    uri = function(v)
+        return v.document_uri or (gsub(match(v.request_uri or "", "^[^?]*"), "%%(%x%x)", hex_char))
+    end,
     -- nginx's $args is "not found" (nil) without a "?", "" after a bare "?".
     args = function(v)
         local q = v.query_string
@@ -1054,7 +1067,12 @@ local DERIVED = {
                    .. (v.server_protocol or "")
         end
     end,
-    request_filename = function(v) return v.script_filename end,
+    -- Apache's "proxy:fcgi://HOST/path" (fcgi_lua/scripts.py) as the path
+    request_filename = function(v)
+        local f = v.script_filename
+        return f and (match(f, "^proxy:fcgi://[^/]*(/.*)$")
+                      or match(f, "^proxy:balancer://[^/]*(/.*)$") or f)
+    end,
     content_type = function(v) return v.content_type or v.http_content_type end,
     content_length = function(v) return v.content_length or v.http_content_length end,
 }
@@ -1526,7 +1544,12 @@ ngx.location = {
 
 ---------------------------------------------------------------- ngx itself
 
-ngx.get_phase = function() return (cur or not cur_ctx) and "content" or "timer" end
+ngx.get_phase = function()
+    if phase then
+        return phase -- "init", "init_worker"
+    end
+    return (cur or not cur_ctx) and "content" or "timer"
+end
 
 local ngx_dynamic = {
     status = function(r) return r.status end,
@@ -1843,6 +1866,41 @@ local function abort(r)
     end
 end
 
+-- Python: ok, err = run_phase(name, src, chunkname) runs config's
+-- init_script (name "init": once per VM, before any request) or
+-- init_worker_script ("init_worker": once the worker's loop runs) to its
+-- end, in the VM's shared globals (what every request's global table falls
+-- back to) and outside any context: nothing there may wait.  err is the
+-- error with its traceback.
+local function phase_error(e)
+    if type(e) ~= "string" then
+        e = tostring(e)
+    end
+    -- the script's own frames: not the xpcall below, nor Python's call
+    return (gsub(traceback(e, 2), "\n%s*%[C%]: in function '?xpcall'?.*$", ""))
+end
+
+local function run_phase(name, src, chunkname)
+    if byte(src, 1) == 35 then -- "#!": skipped, as luaL_loadfile does
+        src = gsub(src, "^#[^\n]*", "", 1)
+    end
+    local f, err = loadstring(src, chunkname)
+    if not f then
+        return false, err
+    end
+    phase = name
+    cur = nil
+    cur_ctx = nil
+    now_cache = py_update_time() -- ngx.now() there: the time it starts
+    local ok
+    ok, err = xpcall(f, phase_error)
+    phase = nil
+    return ok, err
+end
+
+-- for thread.lua and socket.lua: which of those phases runs, if any
+extensions.phase = function() return phase end
+
 -- for thread.lua: contexts, and their end
 extensions.enter = enter
 extensions.step = step
@@ -1856,5 +1914,6 @@ return {
     start = start,
     drive = drive,
     abort = abort,
+    run_phase = run_phase,
     extensions = extensions,
 }

@@ -71,7 +71,12 @@ local REUSED = 7
 
 local _M = { _VERSION = "0.10.23" }
 
+local phase = ext.phase -- "init_worker" while init_worker_script runs
+
 local function no_request()
+    if phase() == "init_worker" then -- OpenResty's fake request refuses cosockets
+        error("API disabled in the context of init_worker_by_lua*", 3)
+    end
     error("no request found", 3)
 end
 

@@ -58,6 +58,7 @@ local step = ext.step             -- an entry thread's resume result, for Python
 local finish = ext.finish         -- the context's end: "done", output
 local finish_exit = ext.finish_exit
 local fail = ext.fail             -- the entry thread failed: "error", traceback, response
+local phase = ext.phase           -- "init" / "init_worker" while config's init scripts run
 
 local py_park = P.park
 local py_unpark = P.unpark
@@ -73,8 +74,20 @@ local ERR = 4
 -- thread" from "not a thread at all" (weak: threads die with their context).
 local all_threads = setmetatable({}, { __mode = "k" })
 
+-- The phrases of OpenResty: init_worker_by_lua* runs in a fake request
+-- whose context refuses to wait; init_by_lua* has no request at all.
+local INIT_WORKER_DISABLED = "API disabled in the context of init_worker_by_lua*"
+
 local function no_context()
+    if phase() == "init_worker" then
+        error(INIT_WORKER_DISABLED, 3)
+    end
     error("no request found", 3)
+end
+
+-- ngx.timer.* needs a context, or init_worker_script (its main use).
+local function timers_allowed()
+    return context() ~= nil or phase() == "init_worker"
 end
 
 ---------------------------------------------------------------- scheduling
@@ -492,6 +505,9 @@ function semaphore.wait(self, seconds)
     local sem = check_sema(self)
     local ctx = context()
     if not ctx then
+        if phase() == "init_worker" then
+            return nil, INIT_WORKER_DISABLED
+        end
         error("no request found", 2)
     end
     local ms = tonumber(seconds) * 1000
@@ -572,7 +588,7 @@ local function add_timer(fname, every, nargs, delay, callback, ...)
     if type(callback) ~= "function" or getinfo(callback, "S").what == "C" then
         error("bad argument #2 to '" .. fname .. "' (Lua function expected)", 3)
     end
-    if not context() then
+    if not timers_allowed() then
         error("no request", 3)
     end
     local id, err = py_timer_add(d, every)
@@ -603,14 +619,14 @@ function timer.every(...)
 end
 
 function timer.running_count()
-    if not context() then
+    if not timers_allowed() then
         error("no request", 2)
     end
     return py_running_count()
 end
 
 function timer.pending_count()
-    if not context() then
+    if not timers_allowed() then
         error("no request", 2)
     end
     return py_pending_count()

@@ -431,6 +431,10 @@ def start_stack(tmp: Path) -> Stack:
     )
     try:
         host, port = stack.tcp_address
+        # Each instance is one process (--workers 1), as the oracle is one
+        # nginx worker: a semaphore handoff between two requests, module
+        # state and the RSS measured in test_e2e_bodies.py need one Lua VM.
+        # Multi-worker behaviour: test_e2e_processes.py, integration tests.
         main = stack.start(
             "fcgi-lua",
             fcgi_lua_argv(
@@ -441,6 +445,8 @@ def start_stack(tmp: Path) -> Stack:
                 f"{host}:{port}",
                 "--root",
                 str(root),
+                "--workers",
+                "1",
                 "-o",
                 f"client_body_temp_path={stack.body_temp_main}",
                 # the zone the oracle declares with lua_shared_dict (test_e2e_shdict.py)
@@ -464,6 +470,8 @@ def start_stack(tmp: Path) -> Stack:
                 f"unix:{stack.debug_socket}",
                 "--root",
                 str(root),
+                "--workers",
+                "1",
                 "--debug",
                 # short, for test_e2e_limits.py (the budget is the default one)
                 "-o",
@@ -479,6 +487,8 @@ def start_stack(tmp: Path) -> Stack:
                 f"unix:{stack.bodies_socket}",
                 "--root",
                 str(root),
+                "--workers",
+                "1",
                 "-o",
                 "client_max_body_size=150m",
                 "-o",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -19,12 +20,16 @@ from pathlib import Path
 
 import pytest
 
+from fcgi_lua.config import load
+from fcgi_lua.workers import HEARTBEAT_INTERVAL, Master
 from tests.integration.conftest import free_port
 from tests.integration.fcgi_client import get
 
 SCRIPTS = {
     "pid.lua": "ngx.say(ngx.worker.pid())",
     "slow.lua": "ngx.sleep(0.2) ngx.say(ngx.worker.pid())",
+    "slower.lua": "ngx.sleep(2) ngx.say(ngx.worker.pid())",
+    "count.lua": "ngx.say(ngx.worker.count())",
     # A blocking call: the worker's event loop stops, and so do its heartbeats.
     "block.lua": 'os.execute("sleep 30") ngx.say("woke")',
 }
@@ -210,3 +215,74 @@ def test_sigterm_waits_for_requests_then_exits_cleanly(stack: Stack) -> None:
     slow.join(5)
     assert result and result[0].startswith(b"Status: 200")
     assert "master" in stack.log() and "stopped" in stack.log()
+
+
+def test_sigterm_refuses_new_connections_at_once_while_requests_finish(stack: Stack) -> None:
+    result: list[bytes] = []
+    slow = threading.Thread(target=lambda: result.append(stack.get("slower.lua")))
+    slow.start()
+    time.sleep(0.3)
+    stack.process.send_signal(signal.SIGTERM)
+
+    def refused() -> bool:
+        try:
+            socket.create_connection(stack.address, timeout=1).close()
+        except ConnectionRefusedError:
+            return True
+        return False
+
+    # Not queued in a backlog nobody accepts from until the master exits.
+    wait_for(refused, 1.0, "new connections to be refused")
+    assert stack.process.poll() is None  # the slow request still runs
+    slow.join(5)
+    assert result and result[0].startswith(b"Status: 200")
+    assert stack.process.wait(10) == 0
+
+
+def test_a_crash_loop_replacement_waits_its_back_off_and_no_longer(tmp_path: Path) -> None:
+    config = load(None, {"root": str(tmp_path), "workers": 2})
+    master = Master(config, lambda: config, lambda *args: 0)
+    assert master._next_turn() == HEARTBEAT_INTERVAL / 2
+    master._next_spawn = time.monotonic() + 0.1  # a back-off ending sooner
+    assert 0 < master._next_turn() <= 0.1
+    master._next_spawn = time.monotonic() - 5  # long over
+    assert master._next_turn() == HEARTBEAT_INTERVAL / 2
+
+
+def test_one_worker_is_one_process_that_survives_sighup(tmp_path: Path) -> None:
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "count.lua").write_text(SCRIPTS["count.lua"])
+    port = free_port()
+    log_path = tmp_path / "fcgi-lua.log"
+    argv = [sys.executable, "-m", "fcgi_lua", "serve", "--root", str(root), "--workers", "1"]
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            [*argv, "--listen", f"127.0.0.1:{port}"], stdout=log_file, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_for(lambda: "serving" in log_path.read_text(), 20, "the process to serve")
+        assert "master" not in log_path.read_text()
+        process.send_signal(signal.SIGHUP)
+        wait_for(lambda: "SIGHUP ignored" in log_path.read_text(), 5, "SIGHUP to be logged")
+        response = get(("127.0.0.1", port), str(root / "count.lua"))
+        assert response.endswith(b"\r\n\r\n1\n"), response
+        assert process.poll() is None
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(10) == 0
+
+
+def test_run_is_one_process_whatever_workers_says(tmp_path: Path) -> None:
+    script = tmp_path / "count.lua"
+    script.write_text(SCRIPTS["count.lua"])
+    config = tmp_path / "fcgi-lua.toml"
+    config.write_text("workers = 4\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "fcgi_lua", "run", str(script), "--config", str(config)],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.endswith(b"\r\n\r\n1\n"), result.stdout

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from fcgi_lua.config import Config, ConfigError, load, parse_listen, parse_size
+from fcgi_lua.config import (
+    Config,
+    ConfigError,
+    default_workers,
+    load,
+    parse_listen,
+    parse_size,
+)
 
 
 def write(tmp_path: Path, text: str) -> str:
@@ -18,9 +26,24 @@ def write(tmp_path: Path, text: str) -> str:
 def test_defaults_need_only_a_root(tmp_path: Path) -> None:
     config = load(None, {"root": str(tmp_path)})
     assert config.listen == ["127.0.0.1:9000"]
-    assert config.workers == 1
+    assert config.workers == default_workers()
     assert config.recompile == "mtime"
     assert config.lua_runtime  # filled with the measured default
+
+
+def test_default_workers_are_the_cpus_this_process_may_use(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the affinity mask (taskset, a container's cpuset), not every CPU of the host
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 3, 5}, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert default_workers() == 3
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(1000)), raising=False)
+    assert default_workers() == 256  # the most `workers` accepts
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)  # macOS
+    assert default_workers() == 64
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert default_workers() == 1
 
 
 def test_toml_then_cli_overrides(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -251,6 +252,41 @@ def test_recompile_mtime(tmp_path: Path) -> None:
     Path(path).write_text("ngx.say('two')")
     _bump_mtime(path)
     assert body() == b"two\n"
+    assert engine.cache.compilations == 2
+
+
+def test_recompile_interval_spares_the_stat_until_it_passes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = LuaEngine(recompile="mtime", recompile_interval=60.0)
+    path = write_script(tmp_path, "ngx.say('one')")
+    clock = [1000.0]
+    monkeypatch.setattr("fcgi_lua.lua.engine.time.monotonic", lambda: clock[0])
+    stats: list[str] = []
+    real_stat = os.stat
+
+    def counting_stat(target: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        if target == path:
+            stats.append(target)
+        return real_stat(target, *args, **kwargs)
+
+    monkeypatch.setattr("fcgi_lua.lua.engine.os.stat", counting_stat)
+
+    def body() -> bytes:
+        sink = MemorySink()
+        asyncio.run(engine.run(FakeRequest(path, make_params()), sink))
+        return parse(sink.chunks).body
+
+    assert body() == b"one\n"
+    Path(path).write_text("ngx.say('two')")
+    _bump_mtime(path)
+    stats.clear()
+    clock[0] += 59.0
+    assert body() == b"one\n"  # within the interval: the cached copy, no stat
+    assert stats == []
+    clock[0] += 2.0
+    assert body() == b"two\n"  # past it: looked at again, recompiled
+    assert stats == [path]
     assert engine.cache.compilations == 2
 
 

@@ -589,3 +589,24 @@ def test_unavailable_over_fastcgi(tmp_path: Path, call: str) -> None:
     src = f"local ok, err = pcall(function() return {call} end) ngx.print(err)"
     out = body(tmp_path, src)
     assert b"is not available in fcgi-lua: over FastCGI" in out
+
+
+def test_var_uri_and_request_filename_behind_other_fronts(tmp_path: Path) -> None:
+    # lighttpd and Apache send no DOCUMENT_URI (nginx's $uri is decoded);
+    # Apache's default SCRIPT_FILENAME carries a "proxy:fcgi://HOST" prefix.
+    src = "ngx.say(ngx.var.uri, '|', ngx.var.request_filename, '|', ngx.var.args)"
+    params = [
+        (b"REQUEST_METHOD", b"GET"),
+        (b"QUERY_STRING", b"q=%41+b"),
+        (b"REQUEST_URI", b"/sub/x%20y+z.lua/a%2Fb?q=%41+b"),
+        (b"SCRIPT_NAME", b"/sub/x y+z.lua"),
+        (b"PATH_INFO", b"/a/b"),
+        (b"SCRIPT_FILENAME", b"proxy:fcgi://localhost/srv/www/sub/x y+z.lua"),
+    ]
+    assert body(tmp_path, src, params=params) == (
+        b"/sub/x y+z.lua/a/b|/srv/www/sub/x y+z.lua|q=%41+b\n"
+    )
+    balancer = [*params[:-1], (b"SCRIPT_FILENAME", b"proxy:balancer://pool/srv/t.lua")]
+    assert body(tmp_path, src, params=balancer).startswith(b"/sub/x y+z.lua/a/b|/srv/t.lua|")
+    plain = [*params[:-1], (b"SCRIPT_FILENAME", b"/srv/www/t.lua"), (b"DOCUMENT_URI", b"/d")]
+    assert body(tmp_path, src, params=plain) == b"/d|/srv/www/t.lua|q=%41+b\n"
