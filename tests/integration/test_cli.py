@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 
@@ -74,3 +77,40 @@ def test_missing_script_and_unknown_option() -> None:
     result = fcgi_lua("serve", "--root", "/tmp", "-o", "colour=blue")
     assert result.returncode == 2
     assert b"unknown key 'colour'" in result.stderr
+
+
+def _serving_environ(tmp_path: Path, env: dict[str, str]) -> dict[str, str]:
+    """Start ``serve`` (one process) on a Unix socket; once it listens, the
+    environment of the process we started (it may have replaced itself)."""
+    sock = tmp_path / "s.sock"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fcgi_lua", "serve", "--listen", f"unix:{sock}",
+         "--root", str(tmp_path), "--workers", "1"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with socket.socket(socket.AF_UNIX) as probe:
+                if probe.connect_ex(str(sock)) == 0:
+                    break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("serve never listened")
+        environ = Path(f"/proc/{proc.pid}/environ").read_bytes().split(b"\0")
+        return dict(item.decode().partition("=")[::2] for item in environ if b"=" in item)
+    finally:
+        proc.terminate()
+        assert proc.wait(20) == 0
+
+
+def test_serve_runs_on_the_system_malloc_in_the_same_process(tmp_path: Path) -> None:
+    # the pid we started serves (it replaced itself in place, as supervisord
+    # and systemd need), on glibc's malloc: docs/operations.md
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONMALLOC"}
+    assert _serving_environ(tmp_path, env).get("PYTHONMALLOC") == "malloc"
+
+
+def test_serve_keeps_a_pythonmalloc_the_user_chose(tmp_path: Path) -> None:
+    env = dict(os.environ, PYTHONMALLOC="pymalloc")
+    assert _serving_environ(tmp_path, env).get("PYTHONMALLOC") == "pymalloc"
