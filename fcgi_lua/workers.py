@@ -54,6 +54,9 @@ class Worker:
     last_beat: float
     retiring: bool = False
     killed_for_hang: bool = False
+    # Its first heartbeat came: the VM and the init scripts are done and
+    # its loop accepts (cli._serve ticks right after server.start).
+    ready: bool = False
 
 
 @dataclass
@@ -70,6 +73,8 @@ class Master:
     _wakeup_w: int = -1
     _crashes: int = 0
     _next_spawn: float = 0.0
+    # A reload's old generation: stopped once the new one is ready.
+    _to_retire: list[Worker] = field(default_factory=list)
 
     # -- main loop -------------------------------------------------------------
 
@@ -103,6 +108,7 @@ class Master:
             self._check_heartbeats()
             if not self.stopping:
                 self._maintain()
+                self._retire_when_replaced()
         log.info("master %d stopped", os.getpid())
         return 0
 
@@ -142,6 +148,7 @@ class Master:
             for worker in self.workers.values():
                 if worker.heartbeat_fd == fd and data:
                     worker.last_beat = now
+                    worker.ready = True
 
     # -- workers -----------------------------------------------------------------
 
@@ -265,14 +272,31 @@ class Master:
         old = [w for w in self.workers.values() if not w.retiring]
         for worker in old:
             worker.retiring = True
+        # (a previous reload's old workers may still wait for their successors)
+        self._to_retire.extend(old)
         self.config = config
         self.generation += 1
         self._crashes = 0
         self._next_spawn = 0.0
         log.info("reloading: starting %d new worker(s)", config.workers)
         self._maintain()
-        # The old generation stops accepting now and finishes its requests.
-        self._signal_workers(signal.SIGQUIT, old)
+        self._retire_when_replaced()
+
+    def _retire_when_replaced(self) -> None:
+        """Once every worker of the new generation is ready, the old one
+        stops accepting and finishes its requests (SIGQUIT).  Until then it
+        serves on: a new generation that cannot start (a broken
+        init_script, say) crash-loops with its back-off while the old
+        workers keep the service up."""
+        if not self._to_retire:
+            return
+        new = [w for w in self.workers.values() if w.generation == self.generation]
+        if len(new) < self.config.workers or not all(w.ready for w in new):
+            return
+        old, self._to_retire = self._to_retire, []
+        alive = [w for w in old if w.pid in self.workers]
+        log.info("reload: %d new worker(s) ready; retiring %d old one(s)", len(new), len(alive))
+        self._signal_workers(signal.SIGQUIT, alive)
 
     def handle_sigterm(self) -> None:
         log.info("graceful stop")

@@ -195,6 +195,29 @@ def test_a_bad_config_on_reload_keeps_the_running_workers(stack: Stack) -> None:
     assert stack.pid_of_answer() in before
 
 
+def test_a_reload_whose_workers_cannot_start_keeps_the_old_ones(tmp_path: Path) -> None:
+    """A broken init_script passes config validation (the file exists) but
+    kills every new worker at start: the old generation must serve on
+    until a later reload starts workers that do come up."""
+    init = tmp_path / "init.lua"
+    init.write_text("GREETING = 'one'\n")
+    scripts = {**SCRIPTS, "greet.lua": "ngx.print(GREETING)"}
+    with running_stack(tmp_path, scripts, f'init_script = "{init}"\n') as stack:
+        before = stack.workers()
+        init.write_text("GREETING = 'two'\nerror('broken on purpose')\n")
+        stack.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: stack.log().count("broken on purpose") >= 2, 10, "new workers to fail")
+        for _ in range(20):  # the old workers answer, with the old init's data
+            assert stack.get("greet.lua").endswith(b"\r\n\r\none")
+        assert before <= stack.workers()
+        assert "retiring" not in stack.log()
+        init.write_text("GREETING = 'three'\n")
+        stack.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: not (stack.workers() & before), 20, "the old workers to leave")
+        assert stack.get("greet.lua").endswith(b"\r\n\r\nthree")
+        assert "reload: 2 new worker(s) ready; retiring" in stack.log()
+
+
 @pytest.mark.parametrize("stack", ["max_requests = 3\n"], indirect=True)
 def test_max_requests_recycles_a_worker(stack: Stack) -> None:
     first = stack.workers()
