@@ -16,8 +16,11 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import pytest
 
 from .e2e_clients import fastcgi_request, http_request
 
@@ -402,6 +405,54 @@ http {{
     for sub in ("body", "fastcgi", "proxy", "scgi", "uwsgi"):
         (tmp / "nginx-tmp" / sub).mkdir(parents=True, exist_ok=True)
     return path
+
+
+def render_shipped_nginx_conf(stack: Stack, port: int, connections: int = 1024) -> Path:
+    """An nginx.conf for one server on ``port`` made of the shipped nginx/
+    files (params, location, upstream with its keepalive pool) pointed at
+    ``stack.unix_socket``: what a user installs, for one fcgi-lua instance."""
+    conf_dir = stack.tmp / "conf"
+    conf_dir.mkdir()
+    for name in ("fcgi_lua_params", "fcgi-lua.conf"):
+        shutil.copy(NGINX_DIR / name, conf_dir)
+    upstream = (NGINX_DIR / "fcgi-lua-upstream.conf").read_text()
+    (conf_dir / "fcgi-lua-upstream.conf").write_text(
+        upstream.replace("unix:/run/fcgi-lua/fcgi-lua.sock", f"unix:{stack.unix_socket}")
+    )
+    temp = stack.tmp / "nginx-tmp"
+    for sub in ("body", "fastcgi", "proxy", "scgi", "uwsgi"):
+        (temp / sub).mkdir(parents=True)
+    path = conf_dir / "nginx.conf"
+    path.write_text(f"""
+{_nginx_user_line()}
+worker_processes 1;
+pid {stack.tmp}/nginx.pid;
+error_log {stack.nginx_error_log} info;
+events {{ worker_connections {connections}; }}
+http {{
+    access_log off;
+    client_body_temp_path {temp}/body;
+    fastcgi_temp_path {temp}/fastcgi;
+    proxy_temp_path {temp}/proxy;
+    scgi_temp_path {temp}/scgi;
+    uwsgi_temp_path {temp}/uwsgi;
+    include fcgi-lua-upstream.conf;
+    server {{
+        listen 127.0.0.1:{port};
+        root {stack.root};
+        include fcgi-lua.conf;
+    }}
+}}
+""")
+    return path
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str, every: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(every)
 
 
 def start_stack(tmp: Path) -> Stack:

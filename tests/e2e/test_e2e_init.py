@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import socketserver
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,12 +33,12 @@ from .e2e_clients import http_request
 from .e2e_stack import (
     FCGI_ERROR,
     NGINX,
-    NGINX_DIR,
     Service,
     Stack,
-    _nginx_user_line,
     fcgi_lua_argv,
     free_port,
+    render_shipped_nginx_conf,
+    wait_for,
 )
 
 pytestmark = pytest.mark.e2e
@@ -171,51 +170,6 @@ def number(text: str) -> float:
     return 0.0 if text == "nil" else float(text)
 
 
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
-
-
-def render_nginx_conf(stack: Stack, port: int) -> Path:
-    conf_dir = stack.tmp / "conf"
-    conf_dir.mkdir()
-    for name in ("fcgi_lua_params", "fcgi-lua.conf"):
-        shutil.copy(NGINX_DIR / name, conf_dir)
-    upstream = (NGINX_DIR / "fcgi-lua-upstream.conf").read_text()
-    (conf_dir / "fcgi-lua-upstream.conf").write_text(
-        upstream.replace("unix:/run/fcgi-lua/fcgi-lua.sock", f"unix:{stack.unix_socket}")
-    )
-    temp = stack.tmp / "nginx-tmp"
-    for sub in ("body", "fastcgi", "proxy", "scgi", "uwsgi"):
-        (temp / sub).mkdir(parents=True)
-    path = conf_dir / "nginx.conf"
-    path.write_text(f"""
-{_nginx_user_line()}
-worker_processes 1;
-pid {stack.tmp}/nginx.pid;
-error_log {stack.nginx_error_log} info;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    client_body_temp_path {temp}/body;
-    fastcgi_temp_path {temp}/fastcgi;
-    proxy_temp_path {temp}/proxy;
-    scgi_temp_path {temp}/scgi;
-    uwsgi_temp_path {temp}/uwsgi;
-    include fcgi-lua-upstream.conf;
-    server {{
-        listen 127.0.0.1:{port};
-        root {stack.root};
-        include fcgi-lua.conf;
-    }}
-}}
-""")
-    return path
-
-
 def new_stack(tmp: Path, name: str) -> Stack:
     root = tmp / "root"
     root.mkdir()
@@ -293,7 +247,7 @@ def pool(tmp_path_factory: pytest.TempPathFactory, echo_port: int) -> Iterator[I
         pool = InitPool(stack, fcgi, "", init)
         wait_for(lambda: pool.log().count(" serving ") == WORKERS, 20, "every worker to serve")
         port = free_port()
-        conf = render_nginx_conf(stack, port)
+        conf = render_shipped_nginx_conf(stack, port, connections=256)
         nginx_argv = [NGINX, "-p", str(tmp), "-c", str(conf), "-e", str(stack.nginx_error_log)]
         nginx = stack.start("nginx", [*nginx_argv, "-g", "daemon off;"], tmp / "logs" / "nginx.log")
         stack.wait_until(nginx, ("127.0.0.1", port))

@@ -27,7 +27,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,12 +36,12 @@ import pytest
 from .e2e_clients import fastcgi_request, http_request
 from .e2e_stack import (
     NGINX,
-    NGINX_DIR,
     Service,
     Stack,
-    _nginx_user_line,
     fcgi_lua_argv,
     free_port,
+    render_shipped_nginx_conf,
+    wait_for,
 )
 
 WRK = shutil.which("wrk")
@@ -219,51 +219,6 @@ def log_time(log: str, needle: str) -> float:
     raise AssertionError(f"no log line with {needle!r}:\n{log}")
 
 
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
-
-
-def render_nginx_conf(stack: Stack, port: int) -> Path:
-    conf_dir = stack.tmp / "conf"
-    conf_dir.mkdir()
-    for name in ("fcgi_lua_params", "fcgi-lua.conf"):
-        shutil.copy(NGINX_DIR / name, conf_dir)
-    upstream = (NGINX_DIR / "fcgi-lua-upstream.conf").read_text()
-    (conf_dir / "fcgi-lua-upstream.conf").write_text(
-        upstream.replace("unix:/run/fcgi-lua/fcgi-lua.sock", f"unix:{stack.unix_socket}")
-    )
-    temp = stack.tmp / "nginx-tmp"
-    for sub in ("body", "fastcgi", "proxy", "scgi", "uwsgi"):
-        (temp / sub).mkdir(parents=True)
-    path = conf_dir / "nginx.conf"
-    path.write_text(f"""
-{_nginx_user_line()}
-worker_processes 1;
-pid {stack.tmp}/nginx.pid;
-error_log {stack.nginx_error_log} info;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {temp}/body;
-    fastcgi_temp_path {temp}/fastcgi;
-    proxy_temp_path {temp}/proxy;
-    scgi_temp_path {temp}/scgi;
-    uwsgi_temp_path {temp}/uwsgi;
-    include fcgi-lua-upstream.conf;
-    server {{
-        listen 127.0.0.1:{port};
-        root {stack.root};
-        include fcgi-lua.conf;
-    }}
-}}
-""")
-    return path
-
-
 @pytest.fixture
 def pool(tmp_path: Path) -> Iterator[Pool]:
     assert NGINX is not None
@@ -312,7 +267,7 @@ def pool(tmp_path: Path) -> Iterator[Pool]:
         wait_for(lambda: len(pool.workers()) == WORKERS, 20, f"{WORKERS} workers")
         wait_for(lambda: pool.log().count(" serving ") == WORKERS, 20, "every worker to serve")
         port = free_port()
-        conf = render_nginx_conf(stack, port)
+        conf = render_shipped_nginx_conf(stack, port)
         nginx_argv = [NGINX, "-p", str(tmp_path), "-c", str(conf), "-e", str(stack.nginx_error_log)]
         nginx = stack.start(
             "nginx", [*nginx_argv, "-g", "daemon off;"], tmp_path / "logs" / "nginx.log"
