@@ -6,6 +6,7 @@ modules can import its types (importing conftest itself is fragile).
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import grp
 import os
@@ -155,8 +156,15 @@ class Stack:
     def start(self, name: str, argv: list[str], log: Path) -> Service:
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("ab") as out:
+            # its own process group: stop() ends its children too (fcgiwrap's
+            # -c N children outlive their parent otherwise)
             proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, cwd=self.tmp
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                cwd=self.tmp,
+                start_new_session=True,
             )
         service = Service(name, proc, log)
         self.services.append(service)
@@ -196,13 +204,14 @@ class Stack:
                     proc.kill()
                     proc.wait()
                     problems.append(f"{service.name} ignored its stop signal for {STOP_TIMEOUT}s")
-                    continue
                 # fcgiwrap has no graceful stop: SIGTERM kills it, as expected
                 killed_ok = service.name == "fcgiwrap" and proc.returncode == -signal.SIGTERM
-                if proc.returncode != 0 and not killed_ok:
+                if proc.returncode not in (0, -signal.SIGKILL) and not killed_ok:
                     problems.append(f"{service.name} exited with {proc.returncode} when stopped")
             else:
                 problems.append(f"{service.name} had died during the tests ({proc.returncode})")
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)  # whatever it left behind
         return problems
 
 
