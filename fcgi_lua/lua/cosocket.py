@@ -217,7 +217,7 @@ class TcpConnection(asyncio.Protocol):
         self.waiter: asyncio.Future[Any] | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.failure: tuple[str, bytes | None] = ("closed", None)
-        self.sent = 0  # bytes of the send waiting for the transport to drain
+        self.drain: _Drain | None = None  # a send waiting for the transport to drain
         self.handed: TcpConnection | None = None  # a backlog wait got this one
 
     # -- asyncio.Protocol ------------------------------------------------------
@@ -258,9 +258,8 @@ class TcpConnection(asyncio.Protocol):
             self.manager.drop_idle(self)
         if self.op is not None:
             self._progress()
-        elif self.writing_paused and self.waiter is not None and not self.waiter.done():
-            self.failure = (self.error or "closed", None)
-            self.waiter.set_result(None)
+        if self.drain is not None:
+            self.drain.finish(None, self.error or "closed")
         self._leave_pool_count()
 
     def pause_writing(self) -> None:
@@ -268,9 +267,8 @@ class TcpConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.writing_paused = False
-        waiter = self.waiter
-        if self.op is None and waiter is not None and not waiter.done():
-            waiter.set_result(self.sent)
+        if self.drain is not None:
+            self.drain.finish(self.drain.sent, None)
 
     # -- state -------------------------------------------------------------------
 
@@ -535,10 +533,45 @@ async def _udp_open(udp: UdpSocket, host: str, port: int | None) -> Any:
     return 1
 
 
+class _Drain:
+    """A send waiting for the peer to read (the transport paused writing)."""
+
+    __slots__ = ("conn", "failure", "future", "handle", "sent", "timer")
+
+    def __init__(self, conn: TcpConnection, sent: int, timeout: float) -> None:
+        self.handle = _register(self)
+        self.conn = conn
+        self.sent = sent
+        self.failure: tuple[str, bytes | None] = ("closed", None)
+        loop = asyncio.get_running_loop()
+        self.future: asyncio.Future[Any] = loop.create_future()
+        self.timer = loop.call_later(timeout, self._timed_out)
+
+    def finish(self, result: Any, error: str | None) -> None:
+        if self.conn.drain is self:
+            self.conn.drain = None
+        self.timer.cancel()
+        if error is not None:
+            self.failure = (error, None)
+        if not self.future.done():
+            self.future.set_result(result)
+
+    def _timed_out(self) -> None:
+        # a send timeout is fatal (the stream is cut mid-request)
+        self.conn.write_closed = True
+        self.finish(None, "timeout")
+
+    async def wait(self) -> Any:
+        try:
+            return await self.future
+        finally:
+            self.finish(None, None)  # cancelled: forget it (no-op once done)
+
+
 async def perform(request: Any, sink: Any, handle: Any) -> Any:
     """The driver's "cosocket" command: await what ``handle``'s object waits for."""
     obj = _OBJECTS.get(handle)
-    if not isinstance(obj, TcpConnection | UdpSocket | _Handshake):
+    if not isinstance(obj, TcpConnection | UdpSocket | _Handshake | _Drain):
         return None  # gone (its request ended): failure() says "closed"
     return await obj.wait()
 
@@ -763,7 +796,8 @@ class Cosockets:
         return handed.handle
 
     def send(self, handle: int, data: bytes, timeout_ms: Any) -> Any:
-        """Bytes sent; (nil, err); or PENDING while the transport drains."""
+        """Bytes sent; (nil, err); or (PENDING, handle) while the transport
+        drains: socket.lua waits on that handle (a _Drain)."""
         conn = _OBJECTS.get(handle)
         if not isinstance(conn, TcpConnection):
             return None, b"closed"
@@ -774,20 +808,12 @@ class Cosockets:
         transport.write(data)
         if not conn.writing_paused:
             return len(data)
-        loop = asyncio.get_running_loop()
-        conn.sent = len(data)
-        conn.waiter = loop.create_future()
-        conn.timer = loop.call_later(_seconds(timeout_ms), self._send_timed_out, conn)
-        return PENDING
-
-    def _send_timed_out(self, conn: TcpConnection) -> None:
-        conn.timer = None
-        waiter = conn.waiter
-        if waiter is not None and not waiter.done():
-            # a send timeout is fatal (the stream is cut mid-request)
-            conn.failure = ("timeout", None)
-            conn.write_closed = True
-            waiter.set_result(None)
+        # Wait for the drain on an object of its own, so a read another light
+        # thread waits for meanwhile keeps its own waiter (full duplex).
+        drain = conn.drain = _Drain(conn, len(data), _seconds(timeout_ms))
+        if conn.owner is not None:
+            conn.owner.others.append(drain.handle)
+        return PENDING, drain.handle
 
     def receive(self, handle: int, mode: Any, size: Any, timeout_ms: Any) -> Any:
         """The data; (nil, err, partial); or PENDING."""
@@ -827,7 +853,7 @@ class Cosockets:
     def failure(self, handle: int) -> tuple[bytes, bytes | None]:
         """err, partial of the operation ``handle`` just failed."""
         obj = _OBJECTS.get(handle)
-        if not isinstance(obj, TcpConnection | UdpSocket | _Handshake):
+        if not isinstance(obj, TcpConnection | UdpSocket | _Handshake | _Drain):
             return b"closed", None
         err, partial = obj.failure
         return err.encode(), partial

@@ -34,6 +34,7 @@ local match = string.match
 local gmatch = string.gmatch
 local floor = math.floor
 local co_yield = coroutine.yield
+local co_running = coroutine.running
 local io_open = io.open
 local require = require
 
@@ -68,6 +69,8 @@ local STIMEOUT = 4
 local RTIMEOUT = 5
 local KEY = 6      -- the pool name
 local REUSED = 7
+local RBUSY = 8    -- a light thread of this context waits to read on it
+local WBUSY = 9    -- ... or for its send to drain
 
 local _M = { _VERSION = "0.10.23" }
 
@@ -107,6 +110,45 @@ end
 -- Hand `obj` to the driver until its operation completes.
 local function wait(obj)
     return co_yield(IO, "cosocket", obj)
+end
+
+-- Whether another light thread waits on this socket in the same direction
+-- (slot RBUSY or WBUSY): OpenResty's cosockets are full duplex, one reader
+-- and one writer at a time ("socket busy reading"/"socket busy writing").
+local function busy(self, slot)
+    return self[slot] ~= nil
+end
+
+-- coroutine -> the socket object it waits on (in `slot`)
+local waiting_on = setmetatable({}, { __mode = "k" })
+
+-- Wait in `slot` (RBUSY or WBUSY) until the operation on `conn` completes.
+local function wait_in(self, slot, conn)
+    local co = co_running()
+    self[slot] = co
+    waiting_on[co] = self
+    local value = wait(conn)
+    waiting_on[co] = nil
+    self[slot] = nil
+    return value
+end
+
+-- thread.lua: ngx.thread.kill of a light thread waiting on a socket closes
+-- that socket, as lua-nginx-module does (its pending operation is torn
+-- down with it): the other threads then get "closed".
+ext.socket_thread_killed = function(co)
+    local self = waiting_on[co]
+    if not self then
+        return
+    end
+    waiting_on[co] = nil
+    self[RBUSY] = nil
+    self[WBUSY] = nil
+    local conn = self[CONN]
+    if conn then
+        self[CONN] = nil
+        py_close(conn)
+    end
 end
 
 local function num2str(n)
@@ -298,15 +340,18 @@ function tcp.send(self, ...)
     if not conn then
         return nil, "closed"
     end
+    if busy(self, WBUSY) then
+        return nil, "socket busy writing"
+    end
     local data = to_bytes((...), "send")
     if data == "" then
         return 0
     end
     local sent, err = py_send(conn, data, self[STIMEOUT])
-    if sent == true then
-        sent = wait(conn)
+    if sent == true then -- err: the handle of the wait for the peer to drain
+        sent = wait_in(self, WBUSY, err)
         if sent == nil then
-            return nil, (py_failure(conn))
+            return nil, (py_failure(err))
         end
     end
     if sent then
@@ -316,9 +361,9 @@ function tcp.send(self, ...)
 end
 
 -- data, or nil, err, partial (as many values as lua-nginx-module gives)
-local function finish_read(conn, data, err, partial)
+local function finish_read(self, conn, data, err, partial)
     if data == true then
-        data = wait(conn)
+        data = wait_in(self, RBUSY, conn)
         if data == nil then
             return nil, py_failure(conn)
         end
@@ -340,6 +385,9 @@ function tcp.receive(self, ...)
     local conn = live_conn(self)
     if not conn then
         return nil, "closed"
+    end
+    if busy(self, RBUSY) then
+        return nil, "socket busy reading"
     end
     local mode, size = LINE, 0
     if nargs == 1 then
@@ -367,7 +415,7 @@ function tcp.receive(self, ...)
             error("bad argument #1 to 'receive' (bad argument)", 2)
         end
     end
-    return finish_read(conn, py_receive(conn, mode, size, self[RTIMEOUT]))
+    return finish_read(self, conn, py_receive(conn, mode, size, self[RTIMEOUT]))
 end
 
 function tcp.receiveuntil(self, ...)
@@ -428,7 +476,10 @@ function tcp.receiveuntil(self, ...)
         if self[REQ] ~= r then
             error("bad request", 2)
         end
-        return finish_read(conn, py_receive_until(conn, state, size, self[RTIMEOUT]))
+        if busy(self, RBUSY) then
+            return nil, "socket busy reading"
+        end
+        return finish_read(self, conn, py_receive_until(conn, state, size, self[RTIMEOUT]))
     end
 end
 

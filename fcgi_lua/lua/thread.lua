@@ -392,6 +392,10 @@ function thread.kill(t)
     ctx.running = ctx.running - 1
     if rec.pending then
         push_op(ctx, rec, "kill", nil)
+        local closed = ext.socket_thread_killed -- a socket it waited on goes too
+        if closed then
+            closed(rec.co)
+        end
     end
     local waiting = rec.waiting
     if waiting then

@@ -45,6 +45,25 @@ def test_spawn_wait_kill(e2e: Stack, logs: Logs, route: str) -> None:
 
 
 @pytest.mark.parametrize("route", ROUTES)
+def test_one_reader_at_a_time_on_a_socket(
+    e2e: Stack,
+    logs: Logs,
+    route: str,
+    redis_port: int,  # noqa: F811
+) -> None:
+    # OpenResty also logs the use of the socket the kill closed
+    logs.allow("nginx", r"attempt to (send|receive) data on a closed socket")
+    resp = http_request(e2e.urls[route], f"/socket_busy.lua?port={redis_port}")
+    assert resp.status == 200, resp.text
+    assert resp.text == (
+        "second reader: socket busy reading\nuntil: socket busy reading\n"
+        "send while reading: 6\nfirst reader: +PONG\nkill: 1\nsend: nilclosed\n"
+        "after the kill: nilclosed\n"
+    )
+    logs.assert_no_errors()
+
+
+@pytest.mark.parametrize("route", ROUTES)
 def test_exit_in_a_thread_ends_the_request(e2e: Stack, logs: Logs, route: str) -> None:
     began = time.monotonic()
     resp = http_request(e2e.urls[route], "/thread_exit.lua")

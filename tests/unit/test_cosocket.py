@@ -293,6 +293,63 @@ ngx.say(sock:close())
     assert go(main()) == "nil timeout [par] true\nlate\n1\n"
 
 
+def test_two_threads_reading_one_socket(engine: LuaEngine, tmp_path: Path) -> None:
+    """OpenResty's cosockets are full duplex: one reader (and one writer) at
+    a time; a second reader gets "socket busy reading" while the first
+    waits, and killing a waiting reader closes the socket (as OpenResty
+    does: tests/e2e/test_e2e_threads.py compares)."""
+    src = """
+local sock = ngx.socket.tcp()
+assert(sock:connect("127.0.0.1", tonumber(ngx.var.arg_port)))
+local reader = ngx.thread.spawn(function() return sock:receive() end)
+ngx.say("second: ", select(2, sock:receive()))
+local it = sock:receiveuntil("x")
+ngx.say("until: ", select(2, it()))
+ngx.say("first: ", select(2, ngx.thread.wait(reader)))
+local doomed = ngx.thread.spawn(function() return sock:receive(100) end)
+ngx.say("kill: ", ngx.thread.kill(doomed))
+ngx.say("after the kill: ", sock:receive())
+"""
+
+    async def main() -> str:
+        async with Peer(sends(b"one\ntwo\n", then_close=False, delay=0.05)) as peer:
+            return await run(engine, tmp_path, src, f"port={peer.port}")
+
+    assert go(main()) == (
+        "second: socket busy reading\nuntil: socket busy reading\nfirst: one\n"
+        "kill: 1\nafter the kill: nilclosed\n"
+    )
+
+
+def test_full_duplex_a_blocked_send_and_a_read_in_two_threads(
+    engine: LuaEngine, tmp_path: Path
+) -> None:
+    """A send that must wait for the peer to drain, while another light
+    thread waits to read: each gets its own result."""
+    src = """
+local sock = ngx.socket.tcp()
+sock:settimeout(5000)
+assert(sock:connect("127.0.0.1", tonumber(ngx.var.arg_port)))
+local reader = ngx.thread.spawn(function() return sock:receive() end)
+local payload = string.rep("x", 8 * 1024 * 1024) .. "\\n"
+ngx.say("sent: ", sock:send(payload))
+ngx.say("read: ", select(2, ngx.thread.wait(reader)))
+"""
+
+    async def slow_reader(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(0.2)  # let the client's send block
+        line = await reader.readexactly(8 * 1024 * 1024 + 1)
+        writer.write(b"got %d\n" % len(line))
+        await writer.drain()
+        await reader.read()
+
+    async def main() -> str:
+        async with Peer(slow_reader) as peer:
+            return await run(engine, tmp_path, src, f"port={peer.port}")
+
+    assert go(main()) == f"sent: {8 * 1024 * 1024 + 1}\nread: got {8 * 1024 * 1024 + 1}\n"
+
+
 def test_connect_timeout_and_bad_timeouts(engine: LuaEngine, tmp_path: Path) -> None:
     src = """
 local sock = ngx.socket.tcp()
