@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -462,6 +462,36 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str, every: fl
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what}")
         time.sleep(every)
+
+
+def needs(what: str, present: bool) -> None:
+    """Skip a test whose tool is missing, except under CI, which installs it."""
+    if not present:
+        if os.environ.get("CI"):
+            pytest.fail(f"{what} missing: scripts/test installs it")
+        pytest.skip(f"{what} not installed")
+
+
+@contextlib.contextmanager
+def peer_server(
+    name: str, argv: list[str], workdir: Path, ready: Callable[[], bool]
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A server the scripts talk to (redis-server, memcached, dnsmasq):
+    started with its output in ``workdir/NAME.log``, yielded once
+    ``ready()``, terminated afterwards."""
+    log = workdir / f"{name}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+    try:
+        deadline = time.monotonic() + 10
+        while not ready():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not start: " + _read(log))
+            time.sleep(0.05)
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def start_stack(tmp: Path) -> Stack:

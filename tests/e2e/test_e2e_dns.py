@@ -6,19 +6,16 @@ on OpenResty (the oracle) with the same script and expected body."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import struct
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from .e2e_clients import http_request
-from .e2e_stack import Logs, Stack, free_port
+from .e2e_stack import Logs, Stack, free_port, needs, peer_server
 
 pytestmark = pytest.mark.e2e
 
@@ -40,13 +37,6 @@ RECORDS = [
 ]
 
 
-def _needs(what: str, present: bool) -> None:
-    if not present:
-        if os.environ.get("CI"):
-            pytest.fail(f"{what} missing: scripts/test installs it")
-        pytest.skip(f"{what} not installed")
-
-
 def _answers(port: int) -> bool:
     query = (
         struct.pack("!HHHHHH", 1, 0x0100, 1, 0, 0, 0) + b"\x07example\x04test\x00\x00\x01\x00\x01"
@@ -62,27 +52,16 @@ def _answers(port: int) -> bool:
 
 @pytest.fixture(scope="module")
 def dns_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    _needs("dnsmasq", DNSMASQ is not None)
-    _needs("lua-nginx-dns", RESTY_DNS.exists())
+    needs("dnsmasq", DNSMASQ is not None)
+    needs("lua-nginx-dns", RESTY_DNS.exists())
     assert DNSMASQ is not None
     workdir = tmp_path_factory.mktemp("dnsmasq")
     port = free_port()
     argv = [DNSMASQ, "--keep-in-foreground", f"--port={port}", "--listen-address=127.0.0.1"]
     argv += ["--bind-interfaces", "--no-resolv", "--no-hosts", "--conf-file=/dev/null"]
     argv += [f"--pid-file={workdir / 'dnsmasq.pid'}", "--log-facility=-", *RECORDS]
-    with (workdir / "dnsmasq.log").open("wb") as out:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
-    try:
-        deadline = time.monotonic() + 10
-        while not _answers(port):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log = (workdir / "dnsmasq.log").read_text("utf-8", "replace")
-                raise RuntimeError("dnsmasq did not start: " + log)
-            time.sleep(0.05)
+    with peer_server("dnsmasq", argv, workdir, lambda: _answers(port)):
         yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def get(e2e: Stack, route: str, path: str) -> str:

@@ -5,18 +5,15 @@ the same expected bodies."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from .e2e_clients import http_request
-from .e2e_stack import Logs, Stack, free_port
+from .e2e_stack import Logs, Stack, free_port, needs, peer_server
 
 pytestmark = pytest.mark.e2e
 
@@ -26,13 +23,6 @@ MEMCACHED = shutil.which("memcached") or (
 RESTY_MEMCACHED = Path("/usr/share/lua/5.1/nginx/memcached.lua")
 
 ROUTES = ["unix", "tcp", "oracle"]
-
-
-def _needs(what: str, present: bool) -> None:
-    if not present:
-        if os.environ.get("CI"):
-            pytest.fail(f"{what} missing: scripts/test installs it")
-        pytest.skip(f"{what} not installed")
 
 
 def _version(port: int) -> bytes:
@@ -46,26 +36,15 @@ def _version(port: int) -> bytes:
 
 @pytest.fixture(scope="module")
 def memcached_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    _needs("memcached", MEMCACHED is not None)
-    _needs("lua-nginx-memcached", RESTY_MEMCACHED.exists())
+    needs("memcached", MEMCACHED is not None)
+    needs("lua-nginx-memcached", RESTY_MEMCACHED.exists())
     assert MEMCACHED is not None
     workdir = tmp_path_factory.mktemp("memcached")
     port = free_port()
     # -U 0: no UDP listener; -u: memcached refuses to run as root without it
     argv = [MEMCACHED, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", "16", "-u", "nobody"]
-    with (workdir / "memcached.log").open("wb") as out:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
-    try:
-        deadline = time.monotonic() + 10
-        while not _version(port).startswith(b"VERSION"):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log = (workdir / "memcached.log").read_text("utf-8", "replace")
-                raise RuntimeError("memcached did not start: " + log)
-            time.sleep(0.05)
+    with peer_server("memcached", argv, workdir, lambda: _version(port).startswith(b"VERSION")):
         yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def get(e2e: Stack, route: str, path: str) -> str:

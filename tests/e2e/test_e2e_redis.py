@@ -6,10 +6,8 @@ midway), after each of which the worker carries on."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from .e2e_clients import http_request
-from .e2e_stack import Logs, Stack, free_port
+from .e2e_stack import Logs, Stack, free_port, needs, peer_server
 
 pytestmark = pytest.mark.e2e
 
@@ -37,34 +35,17 @@ ORACLE_SOCKET_ERRORS = (
 )
 
 
-def _needs(what: str, present: bool) -> None:
-    if not present:
-        if os.environ.get("CI"):
-            pytest.fail(f"{what} missing: scripts/test installs it")
-        pytest.skip(f"{what} not installed")
-
-
 @pytest.fixture(scope="module")
 def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    _needs("redis-server", REDIS_SERVER is not None)
-    _needs("lua-nginx-redis", RESTY_REDIS.exists())
+    needs("redis-server", REDIS_SERVER is not None)
+    needs("lua-nginx-redis", RESTY_REDIS.exists())
     assert REDIS_SERVER is not None
     workdir = tmp_path_factory.mktemp("redis")
     port = free_port()
     argv = [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
     argv += ["--appendonly", "no", "--daemonize", "no", "--dir", str(workdir)]
-    with (workdir / "redis.log").open("wb") as out:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
-    try:
-        deadline = time.monotonic() + 10
-        while redis_command(port, b"PING") != b"+PONG\r\n":
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("redis-server did not start: " + _read(workdir / "redis.log"))
-            time.sleep(0.05)
+    with peer_server("redis", argv, workdir, lambda: redis_command(port, b"PING") == b"+PONG\r\n"):
         yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def _read(path: Path) -> str:
