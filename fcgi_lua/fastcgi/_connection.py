@@ -347,13 +347,7 @@ class Connection:
         if event_type is Stdout:
             assert isinstance(event, Stdout)
             request = self._active(event.request_id, "Stdout")
-            state = OUTPUT_TRANSITIONS.get((request.stdout, bool(event.data)))
-            if state is None:
-                raise LocalProtocolError(
-                    f"Stdout for request {event.request_id} after its stdout stream was closed",
-                    request_id=event.request_id,
-                )
-            request.stdout = state
+            request.stdout = _next_output(request.stdout, event, "stdout")
             return encode_stream(FCGI_STDOUT, event.request_id, event.data)
         if event_type is EndRequest:
             assert isinstance(event, EndRequest)
@@ -361,13 +355,7 @@ class Connection:
         if event_type is Stderr:
             assert isinstance(event, Stderr)
             request = self._active(event.request_id, "Stderr")
-            state = OUTPUT_TRANSITIONS.get((request.stderr, bool(event.data)))
-            if state is None:
-                raise LocalProtocolError(
-                    f"Stderr for request {event.request_id} after its stderr stream was closed",
-                    request_id=event.request_id,
-                )
-            request.stderr = state
+            request.stderr = _next_output(request.stderr, event, "stderr")
             return encode_stream(FCGI_STDERR, event.request_id, event.data)
         if event_type is GetValuesResult:
             assert isinstance(event, GetValuesResult)
@@ -428,3 +416,15 @@ class Connection:
                 f"GetValuesResult needs {len(content)} bytes, more than one record holds"
             )
         return encode_record(FCGI_GET_VALUES_RESULT, NULL_REQUEST_ID, content)
+
+
+def _next_output(state: OutputState, event: Stdout | Stderr, stream: str) -> OutputState:
+    """The state of an output stream after ``event`` (OUTPUT_TRANSITIONS)."""
+    new = OUTPUT_TRANSITIONS.get((state, bool(event.data)))
+    if new is None:
+        raise LocalProtocolError(
+            f"{type(event).__name__} for request {event.request_id} after its {stream} "
+            "stream was closed",
+            request_id=event.request_id,
+        )
+    return new
