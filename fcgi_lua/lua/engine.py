@@ -31,7 +31,7 @@ from fcgi_lua.body import BodyError, BodyStorageError
 from fcgi_lua.forms import Multipart, MultipartError
 from fcgi_lua.http import error_page, error_response, header_block, reason_phrase
 from fcgi_lua.lua import cosocket, regex, scheduler
-from fcgi_lua.lua.runtimes import DEFAULT_RUNTIME, new_runtime
+from fcgi_lua.lua.runtimes import DEFAULT_RUNTIME, c_module_dir, new_runtime
 from fcgi_lua.shdict import SharedDicts
 
 log = logging.getLogger("fcgi_lua.lua")
@@ -394,6 +394,7 @@ class LuaEngine:
                 b"runtime": runtime.encode(),
                 b"root": os.fsencode(root),
                 b"cgi_shebang": cgi_shebang,
+                b"c_module_dir": c_module_dir(runtime).encode(),
             }
         )
         source = resources.files("fcgi_lua.lua").joinpath("ngx.lua").read_bytes()

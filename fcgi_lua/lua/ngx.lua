@@ -1654,6 +1654,13 @@ do
     if not find(package.path, dir .. "?.lua", 1, true) then
         package.path = package.path .. ";" .. dir .. "?.lua;" .. dir .. "?/init.lua"
     end
+    -- Debian's Lua C modules (lua-cjson, lua-lpeg, lua-filesystem...) for
+    -- this runtime's ABI (5.1 for LuaJIT); empty when C modules cannot
+    -- load into this VM (runtimes.py: only the process's first runtime).
+    local cdir = helpers.c_module_dir
+    if cdir ~= "" and not find(package.cpath, cdir .. "?.so", 1, true) then
+        package.cpath = package.cpath .. ";" .. cdir .. "?.so"
+    end
     -- OpenResty's names for modules Debian packages under another name;
     -- tried last, so a real resty.cookie on the path wins.
     local ALIASES = { ["resty.cookie"] = "nginx.cookie" }

@@ -9,14 +9,17 @@ the fork, so each worker owns exactly one VM.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
+import sysconfig
 from importlib import resources
 from typing import Any
 
-# PUC Lua 5.2: the one runtime that meets every limit (memory limit,
-# per-coroutine instruction budget) with LuaJIT's number semantics (doubles
-# only: 10/2 is "5", as in OpenResty).  Chosen by measurement, see
-# docs/runtimes.md.
-DEFAULT_RUNTIME = "lua52"
+# LuaJIT 2.1, as in OpenResty: real FFI, jit.*, table.new, string.buffer,
+# and Debian's Lua C modules for the 5.1 ABI, so OpenResty's library
+# ecosystem runs unmodified.  The limits hold by other means on it
+# (docs/runtimes.md).
+DEFAULT_RUNTIME = "luajit21"
 
 RUNTIMES: dict[str, str] = {
     "luajit21": "lupa.luajit21",
@@ -55,7 +58,7 @@ def new_runtime(name: str, max_memory: int = 0) -> Any:
         known = ", ".join(sorted(RUNTIMES))
         raise UnknownRuntimeError(f"unknown Lua runtime {name!r} (known: {known})") from None
     try:
-        module = importlib.import_module(module_name)
+        module = _import_runtime(module_name)
     except ImportError as exc:
         raise UnknownRuntimeError(f"Lua runtime {name!r} is not available: {exc}") from exc
     runtime = module.LuaRuntime(
@@ -71,6 +74,46 @@ def new_runtime(name: str, max_memory: int = 0) -> Any:
         source = resources.files("fcgi_lua.lua").joinpath("compat.lua").read_bytes()
         runtime.execute(source, name=b"@compat.lua")
     return runtime
+
+
+# The runtime module whose symbols (lua_pushstring, luaL_checkstack...) are
+# global in this process: the first one imported.  Lua C modules (cjson.so,
+# lfs.so) are linked against no Lua library and resolve those symbols from
+# the global namespace when require() dlopens them.  Only one runtime can
+# be global: two runtimes' same-named symbols in one namespace crash.
+_global_runtime: str | None = None
+
+
+def _import_runtime(module_name: str) -> Any:
+    global _global_runtime
+    if _global_runtime is not None or module_name in sys.modules:
+        return importlib.import_module(module_name)
+    flags = sys.getdlopenflags()
+    sys.setdlopenflags(os.RTLD_NOW | os.RTLD_GLOBAL)
+    try:
+        module = importlib.import_module(module_name)
+    finally:
+        sys.setdlopenflags(flags)
+    _global_runtime = module_name
+    return module
+
+
+def c_modules_load(name: str) -> bool:
+    """Whether Lua C modules can load into this runtime: only into the one
+    runtime whose symbols are global in the process (the first used)."""
+    return _global_runtime == RUNTIMES.get(name)
+
+
+def c_module_dir(name: str) -> str:
+    """Where Debian installs Lua C modules for this runtime's ABI
+    (/usr/lib/x86_64-linux-gnu/lua/5.1/ for LuaJIT), or "" when C modules
+    cannot load into it."""
+    if not c_modules_load(name):
+        return ""
+    abi = "5.1" if is_luajit(name) else f"{name[3]}.{name[4]}"
+    multiarch = sysconfig.get_config_var("MULTIARCH") or ""
+    lib = f"/usr/lib/{multiarch}" if multiarch else "/usr/lib"
+    return f"{lib}/lua/{abi}/"
 
 
 def is_luajit(name: str) -> bool:
