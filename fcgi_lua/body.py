@@ -31,8 +31,8 @@ import asyncio
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
-from typing import BinaryIO
+from collections.abc import Callable, Iterator
+from typing import BinaryIO, Protocol
 
 # nginx's default is two memory pages (8k on x86-64, 16k on most other
 # 64-bit platforms); 16k keeps typical forms in memory everywhere.
@@ -45,6 +45,14 @@ SPOOL_BUFFER = 64 * 1024
 # Chunk size for re-reading a spooled body (multipart parsing): large
 # enough to be cheap per chunk, small enough to keep the worker's memory flat.
 READ_CHUNK = 256 * 1024
+
+# A body the script streams (ngx.req.socket) is held in memory only between
+# its arrival and the script's read: past STREAM_HIGH_WATER unread bytes the
+# front server's connection is no longer read (back-pressure), and reading
+# resumes below STREAM_LOW_WATER.  Four STDIN records' worth keeps a
+# loopback front server busy without letting a slow script hoard memory.
+STREAM_HIGH_WATER = 256 * 1024
+STREAM_LOW_WATER = 64 * 1024
 
 SPOOL_PREFIX = "fcgi-lua-body-"
 UPLOAD_PREFIX = "fcgi-lua-upload-"
@@ -93,6 +101,14 @@ def parse_content_length(value: bytes | None) -> tuple[int | None, BodyError | N
     return expected, None
 
 
+class Flow(Protocol):
+    """The server's back-pressure on the connection a streamed body comes by."""
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+
 class Body:
     """One request's body: fed by the server, read by the script."""
 
@@ -100,15 +116,21 @@ class Body:
         "_chunks",
         "_closed",
         "_done",
+        "_live",
         "_owned",
+        "_paused",
+        "_prefix",
         "_spool",
         "buffer_size",
         "discarded",
         "error",
         "expected",
+        "flow",
+        "listener",
         "max_size",
         "path",
         "size",
+        "streaming",
         "temp_dir",
     )
 
@@ -132,6 +154,14 @@ class Body:
         self._done: asyncio.Event | None = None
         self._owned: list[str] = []
         self._closed = False
+        # streaming (ngx.req.socket): what came and was not read yet, after
+        # what had been spooled before the script asked for the stream
+        self.streaming = False
+        self._live = bytearray()
+        self._prefix: BinaryIO | None = None
+        self._paused = False
+        self.flow: Flow | None = None  # set by the server
+        self.listener: Callable[[], None] | None = None  # the stream's reader
         self.expected, self.error = parse_content_length(content_length)
         if self.error is None and self.expected is not None and self.expected > max_size:
             self.error = BodyTooLarge(
@@ -177,6 +207,7 @@ class Body:
         self._closed = True
         self._chunks = []
         self._close_spool()
+        self._end_stream()
         owned, self._owned = self._owned, []
         if self.path is not None:
             owned.append(self.path)
@@ -234,6 +265,55 @@ class Body:
         """The whole body as one string, from memory or file."""
         return b"".join(self.chunks())
 
+    def stream(self) -> None:
+        """The script reads the body as it comes (ngx.req.socket): it is no
+        longer stored; what was stored already is read first."""
+        self.streaming = True
+        self._close_spool()
+        if self.path is not None:
+            try:
+                self._prefix = open(self.path, "rb")  # noqa: SIM115 (kept open while read)
+            except OSError as exc:
+                self._fail(BodyStorageError(f"cannot read the spooled request body: {exc}"))
+                return
+            # The open file keeps its bytes; no name is left to clean up.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+            self.path = None
+        for chunk in self._chunks:
+            self._live += chunk
+        self._chunks = []
+
+    def read(self, size: int) -> bytes:
+        """Up to ``size`` bytes of a streamed body that came and were not read
+        yet; b"" when none are there (yet: ``ended`` says if more will come)."""
+        prefix = self._prefix
+        if prefix is not None:
+            try:
+                data = prefix.read(size)
+            except OSError as exc:
+                self._fail(BodyStorageError(f"cannot read the spooled request body: {exc}"))
+                return b""
+            if data:
+                return data
+            prefix.close()
+            self._prefix = None
+        live = self._live
+        if len(live) <= size:
+            data = bytes(live)
+            live.clear()
+        else:
+            data = bytes(live[:size])
+            del live[:size]
+        if self._paused and len(live) < STREAM_LOW_WATER:
+            self._resume()
+        return data
+
+    @property
+    def ended(self) -> bool:
+        """No more bytes will come: the body is complete, or failed, or closed."""
+        return self.complete or self.error is not None or self._closed
+
     def new_temp_file(self, prefix: str = UPLOAD_PREFIX) -> tuple[BinaryIO, str]:
         """A fresh temp file (mode 0600) removed by ``close()``; raises OSError."""
         fd, path = tempfile.mkstemp(prefix=prefix, dir=self.temp_dir or tempfile.gettempdir())
@@ -250,6 +330,14 @@ class Body:
     # -- internals -------------------------------------------------------------
 
     def _store(self, data: bytes) -> None:
+        if self.streaming:
+            self._live += data
+            if len(self._live) > STREAM_HIGH_WATER and not self._paused and self.flow:
+                self._paused = True
+                self.flow.pause()
+            if self.listener is not None:
+                self.listener()
+            return
         spool = self._spool
         if spool is None:
             fits = self.size <= self.buffer_size and (
@@ -288,6 +376,7 @@ class Body:
         self.error = error
         self._chunks = []
         self._close_spool()
+        self._end_stream()
         if self.path is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
@@ -300,6 +389,22 @@ class Body:
             with contextlib.suppress(OSError):
                 spool.close()
 
+    def _end_stream(self) -> None:
+        self._live = bytearray()
+        prefix, self._prefix = self._prefix, None
+        if prefix is not None:
+            with contextlib.suppress(OSError):
+                prefix.close()
+        if self._paused:
+            self._resume()  # what is left of STDIN is read and dropped
+
+    def _resume(self) -> None:
+        self._paused = False
+        if self.flow is not None:
+            self.flow.resume()
+
     def _wake(self) -> None:
         if self._done is not None:
             self._done.set()
+        if self.listener is not None:
+            self.listener()

@@ -145,6 +145,17 @@ class Request:
     def discard_body(self) -> None:
         self.body.discard()
 
+    def stream_body(self) -> str | None:
+        """ngx.req.socket(): the body is read as it streams in; None, or why
+        not (OpenResty's words)."""
+        body = self.body
+        if body.expected == 0:
+            return "no body"
+        if body.discarded:
+            return "request body discarded"
+        body.stream()
+        return None
+
     async def read_body(self) -> bytes:
         """The whole body as bytes once it has arrived (read from its temp file
         if spooled); raises BodyError if it was invalid."""

@@ -194,6 +194,31 @@ class _Tracked:
         return True
 
 
+class _BodyFlow:
+    """Back-pressure for a body a script streams (ngx.req.socket): the
+    connection is not read while the script has not read what came.
+    FastCGI has no flow control per request, so a multiplexing front server
+    waits for all of its requests on that connection meanwhile."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: FastCGIProtocol) -> None:
+        self._conn = conn
+
+    def pause(self) -> None:
+        conn = self._conn
+        conn.body_pauses += 1
+        if conn.transport is not None and not conn.closed:
+            conn.transport.pause_reading()
+
+    def resume(self) -> None:
+        conn = self._conn
+        conn.body_pauses -= 1
+        ready = conn.body_pauses == 0 and not conn.write_paused and not conn.closed
+        if ready and conn.transport is not None:
+            conn.transport.resume_reading()
+
+
 class FastCGIProtocol(asyncio.Protocol):
     """One front-server connection; may carry several multiplexed requests."""
 
@@ -209,6 +234,7 @@ class FastCGIProtocol(asyncio.Protocol):
         self.closed = False
         self.lingering = False
         self.write_paused = False
+        self.body_pauses = 0  # streamed bodies whose reader is behind (_BodyFlow)
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._requests: dict[int, _Tracked] = {}
         self._begun = 0  # requests begun on this connection (drain_when_idle)
@@ -270,7 +296,7 @@ class FastCGIProtocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        if self.transport is not None and not self.closed:
+        if self.transport is not None and not self.closed and not self.body_pauses:
             self.transport.resume_reading()
         self._wake_drain_waiters()
 
@@ -402,6 +428,7 @@ class FastCGIProtocol(asyncio.Protocol):
             body_buffer_size=config.client_body_buffer_size,
             body_temp_dir=config.client_body_temp_path or None,
         )
+        request.body.flow = _BodyFlow(self)
         tracked = _Tracked(request)
         self._requests[event.request_id] = tracked
         self._begun += 1

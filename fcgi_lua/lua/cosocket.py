@@ -44,6 +44,8 @@ LOW_WATER = 16 * 1024
 
 # lua-nginx-module reads UDP datagrams into an 8 KiB buffer at most.
 UDP_MAX_DATAGRAM = 8192
+# A streamed request body is taken in pieces of this size (a STDIN record).
+READ_CHUNK = 64 * 1024
 # Datagrams kept while nobody reads; later ones are dropped, as a full
 # kernel socket buffer would.
 UDP_QUEUE = 64
@@ -183,12 +185,111 @@ class UntilState:
         self.done = False
 
 
-def _prefix_tail(buf: bytearray, pattern: bytes) -> int:
-    """Length of the longest tail of ``buf`` that starts ``pattern``."""
-    for n in range(min(len(pattern) - 1, len(buf)), 0, -1):
-        if buf.endswith(pattern[:n]):
-            return n
+def take(buf: bytearray, mode: int, size: int, until: UntilState | None) -> Any:
+    """What a read in ``mode`` takes off the front of ``buf``, or PENDING
+    until more bytes come (always for ALL, which only the end completes)."""
+    if mode == LINE:
+        i = buf.find(b"\n")
+        if i >= 0:
+            line = bytes(buf[:i])
+            del buf[: i + 1]
+            return line.replace(b"\r", b"") if b"\r" in line else line
+    elif mode == SIZE:
+        if len(buf) >= size:
+            data = bytes(buf[:size])
+            del buf[:size]
+            return data
+    elif mode == UNTIL:
+        assert until is not None
+        return _take_until(buf, until, size)
+    return PENDING
+
+
+def _take_until(buf: bytearray, until: UntilState, size: int) -> Any:
+    pattern = until.pattern
+    if size <= 0:
+        i = buf.find(pattern)
+        if i < 0:
+            return PENDING
+        data = bytes(buf[: i + len(pattern)] if until.inclusive else buf[:i])
+        del buf[: i + len(pattern)]
+        return data
+    return _take_sized(buf, until, size)
+
+
+def _next_state(pattern: bytes, state: int, c: int) -> int:
+    """The matcher's state after byte ``c`` mismatched at ``state``: the
+    longest prefix of ``pattern`` that ends the bytes seen (KMP)."""
+    for k in range(state, 0, -1):
+        if pattern[k - 1] == c and pattern[: k - 1] == pattern[state - k + 1 : state]:
+            return k
     return 0
+
+
+def _take_sized(buf: bytearray, until: UntilState, size: int) -> Any:
+    """A receiveuntil iterator called with a size: the bytes known to precede
+    the pattern, cut where lua-nginx-module's matcher cuts them (its
+    ngx_http_lua_socket_read_until): a chunk ends once ``size`` bytes are
+    known not to start the pattern, and bytes of a partial match that fails
+    are known all at once, so a chunk may end a few bytes past ``size``."""
+    pattern = until.pattern
+    first = pattern[0]
+    m = len(pattern)
+    n = len(buf)
+    pos = 0  # bytes scanned; the last `state` of them match the pattern's start
+    state = 0
+    rest = size  # bytes the chunk still wants
+    cut = -1
+    while cut < 0:
+        if state == 0:
+            j = buf.find(first, pos)
+            if j < 0:
+                j = n
+            if j - pos >= rest:
+                cut = pos + rest
+                break
+            rest -= j - pos
+            pos = j
+            if pos >= n:
+                return PENDING
+            state = 1
+            pos += 1
+        elif pos >= n:
+            return PENDING
+        elif buf[pos] == pattern[state]:
+            state += 1
+            pos += 1
+        else:
+            k = _next_state(pattern, state, buf[pos])
+            if k == 0:  # the partial match is known, then this byte alone
+                if rest <= state:
+                    cut = pos
+                rest -= state
+                state = 0
+                continue
+            known = state + 1 - k
+            if rest <= known:
+                cut = pos + 1 - k
+            rest -= known
+            state = k
+            pos += 1
+        if state == m:  # the pattern: the end of the stream
+            data = bytes(buf[:pos] if until.inclusive else buf[: pos - m])
+            del buf[:pos]
+            until.done = True
+            return data
+    data = bytes(buf[:cut])
+    del buf[:cut]
+    return data
+
+
+def _partial(buf: bytearray, mode: int) -> bytes:
+    """What a failed read hands over (its third value); empties ``buf``."""
+    partial = bytes(buf)
+    buf.clear()
+    if mode == LINE and b"\r" in partial:
+        partial = partial.replace(b"\r", b"")
+    return partial
 
 
 class TcpConnection(asyncio.Protocol):
@@ -302,58 +403,17 @@ class TcpConnection(asyncio.Protocol):
         assert self.op is not None
         mode, size, until = self.op
         buf = self.buffer
-        if mode == LINE:
-            i = buf.find(b"\n")
-            if i >= 0:
-                line = bytes(buf[:i])
-                del buf[: i + 1]
-                return line.replace(b"\r", b"") if b"\r" in line else line
-        elif mode == SIZE:
-            if len(buf) >= size:
-                data = bytes(buf[:size])
-                del buf[:size]
-                return data
-        elif mode == ALL:
-            if self.eof and self.error is None:
-                data = bytes(buf)
-                buf.clear()
-                return data
-        else:
-            assert until is not None
-            result = self._attempt_until(until, size)
-            if result is not PENDING:
-                return result
-        if self.eof or self.error is not None:
-            partial = bytes(buf)
+        result = take(buf, mode, size, until)
+        if result is not PENDING:
+            return result
+        if mode == ALL and self.eof and self.error is None:
+            data = bytes(buf)
             buf.clear()
-            if mode == LINE and b"\r" in partial:
-                partial = partial.replace(b"\r", b"")
-            self.failure = (self.error or "closed", partial)
+            return data
+        if self.eof or self.error is not None:
+            self.failure = (self.error or "closed", _partial(buf, mode))
             self.read_closed = True
             return None
-        return PENDING
-
-    def _attempt_until(self, until: UntilState, size: int) -> Any:
-        buf = self.buffer
-        pattern = until.pattern
-        i = buf.find(pattern)
-        if size <= 0:
-            if i < 0:
-                return PENDING
-            data = bytes(buf[: i + len(pattern)] if until.inclusive else buf[:i])
-            del buf[: i + len(pattern)]
-            return data
-        # sized, streaming: chunks of `size` bytes known to precede the
-        # pattern; the one that reaches it ends the stream.
-        if i >= 0 and i < size:
-            data = bytes(buf[: i + len(pattern)] if until.inclusive else buf[:i])
-            del buf[: i + len(pattern)]
-            until.done = True
-            return data
-        if i >= size or len(buf) - _prefix_tail(buf, pattern) >= size:
-            data = bytes(buf[:size])
-            del buf[:size]
-            return data
         return PENDING
 
     def _progress(self) -> None:
@@ -398,11 +458,7 @@ class TcpConnection(asyncio.Protocol):
         self.op = None
         # A read timeout is not fatal (lua-nginx-module >= 0.8.8): the
         # socket stays open; what arrived so far is handed over as partial.
-        partial = bytes(self.buffer)
-        self.buffer.clear()
-        if mode == LINE and b"\r" in partial:
-            partial = partial.replace(b"\r", b"")
-        self.failure = ("timeout", partial)
+        self.failure = ("timeout", _partial(self.buffer, mode))
         self._maybe_resume_reading()
         waiter = self.waiter
         if waiter is not None and not waiter.done():
@@ -425,6 +481,120 @@ class TcpConnection(asyncio.Protocol):
             if self.timer is not None:
                 self.timer.cancel()
                 self.timer = None
+
+
+class BodyReader:
+    """``ngx.req.socket()``: the request body, read as it streams in, with
+    the reads of a cosocket (socket.lua's receive and receiveuntil).
+
+    Bytes are taken from the body (``fcgi_lua.body``) only as far as the
+    pending read needs them; the body pauses the front server's connection
+    while the script does not read.
+    """
+
+    __slots__ = ("body", "buffer", "failure", "handle", "op", "read_closed", "timer", "waiter")
+
+    def __init__(self, body: Any) -> None:
+        self.handle = _register(self)
+        self.body = body
+        self.buffer = bytearray()
+        self.read_closed = False
+        self.op: tuple[int, int, UntilState | None] | None = None
+        self.waiter: asyncio.Future[Any] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.failure: tuple[str, bytes | None] = ("closed", None)
+        body.listener = self._on_body
+
+    def attempt(self) -> Any:
+        assert self.op is not None
+        mode, size, until = self.op
+        buf = self.buffer
+        body = self.body
+        while (result := take(buf, mode, size, until)) is PENDING:
+            more = body.read(READ_CHUNK)
+            if not more:
+                break
+            buf += more
+        if result is not PENDING:
+            return result
+        if not body.ended:
+            return PENDING
+        if mode == ALL and body.error is None:
+            data = bytes(buf)
+            buf.clear()
+            return data
+        err = "closed" if body.error is None else body_error_text(body.error)
+        self.failure = (err, _partial(buf, mode))
+        self.read_closed = True
+        return None
+
+    def start_read(self, mode: int, size: int, until: UntilState | None, timeout_ms: Any) -> Any:
+        self.op = (mode, size, until)
+        result = self.attempt()
+        if result is not PENDING:
+            self.op = None
+            return result
+        loop = asyncio.get_running_loop()
+        self.waiter = loop.create_future()
+        self.timer = loop.call_later(_seconds(timeout_ms), self._read_timed_out)
+        return PENDING
+
+    def _on_body(self) -> None:
+        # more of the body came (or its end): complete the pending read
+        if self.op is None:
+            return
+        result = self.attempt()
+        if result is PENDING:
+            return
+        self.op = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(result)
+
+    def _read_timed_out(self) -> None:
+        self.timer = None
+        if self.op is None:
+            return
+        mode = self.op[0]
+        self.op = None
+        self.failure = ("timeout", _partial(self.buffer, mode))
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait(self) -> Any:
+        waiter = self.waiter
+        assert waiter is not None
+        try:
+            return await waiter
+        finally:
+            self.waiter = None
+            self.op = None
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+
+
+def open_body_reader(owner_handle: int, body: Any) -> int | None:
+    """ngx.req.socket(): a reader of ``body`` (already streaming), owned by
+    the request (``owner_handle``); its handle, or None."""
+    owner = _OBJECTS.get(owner_handle)
+    if not isinstance(owner, Owner):
+        return None
+    reader = BodyReader(body)
+    owner.others.append(reader.handle)
+    return reader.handle
+
+
+def body_error_text(error: BaseException) -> str:
+    """The read error for a body that failed while streamed: "closed" when
+    the front server cut it short, as for a client that went away."""
+    if getattr(error, "status", 0) == 413:
+        return "request body too large"
+    return "closed"
 
 
 class UdpSocket(asyncio.DatagramProtocol):
@@ -571,7 +741,7 @@ class _Drain:
 async def perform(request: Any, sink: Any, handle: Any) -> Any:
     """The driver's "cosocket" command: await what ``handle``'s object waits for."""
     obj = _OBJECTS.get(handle)
-    if not isinstance(obj, TcpConnection | UdpSocket | _Handshake | _Drain):
+    if not isinstance(obj, TcpConnection | UdpSocket | _Handshake | _Drain | BodyReader):
         return None  # gone (its request ended): failure() says "closed"
     return await obj.wait()
 
@@ -818,7 +988,7 @@ class Cosockets:
     def receive(self, handle: int, mode: Any, size: Any, timeout_ms: Any) -> Any:
         """The data; (nil, err, partial); or PENDING."""
         conn = _OBJECTS.get(handle)
-        if not isinstance(conn, TcpConnection) or conn.read_closed:
+        if not isinstance(conn, TcpConnection | BodyReader) or conn.read_closed:
             return None, b"closed"
         result = conn.start_read(int(mode), int(size or 0), None, timeout_ms)
         if result is None:
@@ -838,7 +1008,7 @@ class Cosockets:
         last sized chunk; (nil, err, partial); or PENDING."""
         conn = _OBJECTS.get(handle)
         until = _OBJECTS.get(until_handle)
-        if not isinstance(conn, TcpConnection) or not isinstance(until, UntilState):
+        if not isinstance(conn, TcpConnection | BodyReader) or not isinstance(until, UntilState):
             return None, b"closed"
         if until.done:
             until.done = False
@@ -853,7 +1023,7 @@ class Cosockets:
     def failure(self, handle: int) -> tuple[bytes, bytes | None]:
         """err, partial of the operation ``handle`` just failed."""
         obj = _OBJECTS.get(handle)
-        if not isinstance(obj, TcpConnection | UdpSocket | _Handshake | _Drain):
+        if not isinstance(obj, TcpConnection | UdpSocket | _Handshake | _Drain | BodyReader):
             return b"closed", None
         err, partial = obj.failure
         return err.encode(), partial

@@ -27,7 +27,7 @@ from importlib import resources
 from typing import Any, Literal, Protocol
 
 from fcgi_lua import __version__, deadlines, limits, metrics, shdict
-from fcgi_lua.body import BodyError, BodyStorageError
+from fcgi_lua.body import Body, BodyError, BodyStorageError
 from fcgi_lua.forms import Multipart, MultipartError
 from fcgi_lua.http import error_page, error_response, header_block, reason_phrase
 from fcgi_lua.lua import cosocket, regex, scheduler
@@ -84,6 +84,11 @@ class LuaRequest(Protocol):
     def body_path(self) -> str | None: ...
 
     def discard_body(self) -> None: ...
+
+    @property
+    def body(self) -> Body: ...
+
+    def stream_body(self) -> str | None: ...
 
     async def multipart(self, max_parts: int) -> Multipart: ...
 
@@ -258,6 +263,15 @@ async def _do_discard_body(request: LuaRequest, sink: OutputSink, arg: Any) -> A
     return None
 
 
+async def _do_req_socket(request: LuaRequest, sink: OutputSink, owner: Any) -> Any:
+    # ngx.req.socket() -> the handle of the body's reader | {err = ...}
+    refused = request.stream_body()
+    if refused is not None:
+        return {b"err": refused.encode()}
+    handle = cosocket.open_body_reader(owner, request.body)
+    return {b"handle": handle} if handle is not None else {b"err": b"no request found"}
+
+
 async def _do_multipart(request: LuaRequest, sink: OutputSink, max_parts: Any) -> Any:
     # -> {fields = {name = value | {values}}, files = {...}, truncated = bool}
     #    | {err = "..."} (a malformed body) | {status = N} (no body to parse)
@@ -294,6 +308,7 @@ COMMANDS: dict[bytes, _Command] = {
     b"read_body": _do_read_body,
     b"discard_body": _do_discard_body,
     b"multipart": _do_multipart,
+    b"req_socket": _do_req_socket,  # ngx.req.socket (socket.lua)
     b"cosocket": cosocket.perform,  # ngx.socket.* waits (socket.lua)
     b"park": scheduler.perform_park,  # ngx.semaphore waits (thread.lua)
 }

@@ -1436,7 +1436,7 @@ function req.get_post_args(max)
         local data = f:read("*a")
         f:close()
         return parse_args(data or "", max)
-    elseif state == "discarded" then
+    elseif state == "discarded" or state == "socket" then
         return {}
     end
     return nil, "request body not read yet"
@@ -1459,6 +1459,8 @@ function req.get_multipart(max)
     req.read_body()
     if r.body_state == "discarded" then
         return nil, "request body discarded"
+    elseif r.body_state == "socket" then
+        return nil, "request body read by ngx.req.socket"
     end
     local res = co_yield(IO, "multipart", max)
     if res.status then
@@ -1482,7 +1484,7 @@ local function unavailable(what)
     end
 end
 
-req.socket = unavailable("ngx.req.socket")
+-- ngx.req.socket: socket.lua (the body's stream reads like a cosocket)
 req.set_body_data = unavailable("ngx.req.set_body_data")
 req.set_body_file = unavailable("ngx.req.set_body_file")
 

@@ -729,6 +729,53 @@ end
 
 ngx.socket = _M
 
+---------------------------------------------------------------- ngx.req.socket
+
+-- The request body as a stream (lua-nginx-module keeps it beside the TCP
+-- cosocket too): the reads of a TCP socket object over a Python reader of
+-- the STDIN records (cosocket.py's BodyReader).  Over FastCGI the front
+-- server owns the client connection, so there is no raw mode.
+local reqsock = {
+    receive = tcp.receive,
+    receiveuntil = tcp.receiveuntil,
+    settimeout = tcp.settimeout,
+    settimeouts = tcp.settimeouts,
+}
+local reqsock_mt = { __index = reqsock }
+local request = ext.current -- the request (never a timer)
+
+ngx.req.socket = function(...)
+    local nargs = select("#", ...)
+    if nargs > 1 then
+        error("expecting zero arguments, but got " .. nargs, 2)
+    end
+    local r = request()
+    if not r then
+        no_request()
+    end
+    if nargs == 1 and (...) then
+        error("ngx.req.socket(true) is not available in fcgi-lua: over FastCGI the front "
+              .. "server owns the client connection (no raw request socket)", 2)
+    end
+    local state = r.body_state
+    if state == "discarded" then
+        -- OpenResty's while nginx discards it ("no body" once it has: only
+        -- for a body that came with the request head)
+        return nil, "request body discarded"
+    elseif state then
+        return nil, "request body already exists"
+    end
+    local res = co_yield(IO, "req_socket", owner_of(r))
+    if res.err then
+        if res.err ~= "no body" then
+            r.body_state = "failed"
+        end
+        return nil, res.err
+    end
+    r.body_state = "socket"
+    return setmetatable({ [CONN] = res.handle, [REQ] = r }, reqsock_mt)
+end
+
 ---------------------------------------------------------------- require
 
 -- OpenResty names its libraries resty.X; Debian packages them as
