@@ -385,6 +385,29 @@ function ngx.sha1_bin(s) return py_sha1_bin(str_arg(s)) end
 function ngx.crc32_short(s) return py_crc32(str_arg(s)) end
 function ngx.crc32_long(s) return py_crc32(str_arg(s)) end
 
+-- ngx_http_lua_ngx_escape_sql_str: MySQL's escapes for \0 \b \n \r \t
+-- \26 \\ ' " (bytes of UTF-8 sequences are left alone: all are >= 0x80).
+local SQL_ESCAPES = {
+    ["\0"] = "\\0", ["\b"] = "\\b", ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t",
+    ["\26"] = "\\Z", ["\\"] = "\\\\", ["'"] = "\\'", ['"'] = '\\"',
+}
+-- PUC 5.1 patterns need %z for the NUL byte; later ones take it as is.
+local SQL_SPECIAL = pcall(find, "\0", "[\0]") and find("\0", "[\0]") and "[\0\b\n\r\t\26\\'\"]" or "[%z\b\n\r\t\26\\'\"]"
+
+function ngx.quote_sql_str(...)
+    if select("#", ...) ~= 1 then
+        error("expecting one argument", 2)
+    end
+    local s = ...
+    local t = type(s)
+    if t == "number" then
+        s = tostring(s)
+    elseif t ~= "string" then
+        error("bad argument #1 to 'quote_sql_str' (string expected, got " .. t .. ")", 2)
+    end
+    return "'" .. gsub(s, SQL_SPECIAL, SQL_ESCAPES) .. "'"
+end
+
 function ngx.encode_base64(s, no_padding)
     if no_padding ~= nil and type(no_padding) ~= "boolean" then
         error("bad no_padding: boolean expected, got " .. type(no_padding), 2)
@@ -1276,7 +1299,8 @@ local function each_request_header(r)
     for i = 1, #params, 2 do
         local k = params[i]
         if sub(k, 1, 5) == "HTTP_" then
-            local key = lower((gsub(sub(k, 6), "_", "-")))
+            local set = r.header_names -- names given to ngx.req.set_header
+            local key = set and set[k] and lower(set[k]) or lower((gsub(sub(k, 6), "_", "-")))
             if key == "content-type" then
                 has_ct = true
             elseif key == "content-length" then
@@ -1321,6 +1345,71 @@ function req.get_headers(max, raw)
         setmetatable(res, req_headers_mt)
     end
     return res
+end
+
+-- ngx.req.set_header / clear_header: what get_headers() and ngx.var.http_*
+-- see from now on, as in OpenResty's content phase (the front server has
+-- sent the request already: nothing else changes).  Headers are CGI params
+-- here; the name as given is kept for get_headers().
+local function header_values(value)
+    local t = type(value)
+    if t == "string" then
+        return value ~= "" and { value } or {}
+    elseif t == "number" then
+        return { num2str(value) }
+    elseif t == "nil" then
+        return {}
+    elseif t == "boolean" then
+        return { tostring(value) }
+    elseif t == "table" then
+        local values = {}
+        for i = 1, #value do
+            local v = value[i]
+            if type(v) == "number" then
+                v = num2str(v)
+            elseif type(v) ~= "string" then
+                error("bad argument #2 to 'set_header' (string expected, got " .. type(v) .. ")", 3)
+            end
+            values[#values + 1] = v
+        end
+        return values
+    end
+    return { tostring(value) }
+end
+
+function req.set_header(name, value)
+    local r = cur
+    if not r then
+        no_request()
+    end
+    if type(name) == "number" then
+        name = num2str(name)
+    elseif type(name) ~= "string" then
+        name = tostring(name) -- as OpenResty: any value names a header
+    end
+    local values = header_values(value)
+    local key = "HTTP_" .. upper((gsub(name, "-", "_")))
+    -- $content_type and $content_length do not follow (nginx 1.22 neither)
+    local params, out = r.params, {}
+    for i = 1, #params, 2 do
+        local k = params[i]
+        if k ~= key then
+            out[#out + 1] = k
+            out[#out + 1] = params[i + 1]
+        end
+    end
+    for i = 1, #values do
+        out[#out + 1] = key
+        out[#out + 1] = values[i]
+    end
+    r.params = out
+    r.header_names = r.header_names or {}
+    r.header_names[key] = values[1] and name or nil
+    r.header_list, r.vars, r.cookie_header = nil, nil, nil
+end
+
+function req.clear_header(name)
+    return req.set_header(name, nil)
 end
 
 function req.raw_header(no_request_line)

@@ -157,3 +157,21 @@ def test_100mb_body_streams_with_flat_memory(e2e: Stack, logs: Logs, tmp_path: P
     print(f"100 MB through ngx.req.socket: {elapsed:.2f}s, RSS {before} kB -> peak {peak} kB")
     assert peak - before < 8 * 1024, f"RSS grew by {peak - before} kB"
     assert temp_files(e2e.body_temp) == []
+
+
+def test_quote_sql_str_matches_openresty(e2e: Stack, logs: Logs) -> None:
+    ours = http_request(e2e.urls["unix"], "/quote_sql_str.lua")
+    oracle = http_request(e2e.urls["oracle"], "/quote_sql_str.lua")
+    assert ours.status == oracle.status == 200
+    assert ours.body == oracle.body
+    assert b"\\0\x01" in ours.body and b"\\Z" in ours.body and b"'it\\'s " in ours.body
+
+
+def test_set_and_clear_header_match_openresty(e2e: Stack, logs: Logs) -> None:
+    headers = [("X-Old", "old"), ("X-Multi", "m1"), ("X-Multi", "m2"), ("Cookie", "a=0")]
+    ours = http_request(e2e.urls["unix"], "/headers_set.lua", headers=headers)
+    oracle = http_request(e2e.urls["oracle"], "/headers_set.lua", headers=headers)
+    assert ours.status == oracle.status == 200
+    assert ours.text == oracle.text
+    assert "x-multi=a,b,3 x-new=fresh x-old=replaced x_under=u\n" in ours.text
+    assert "cleared: content-type=text/x-new cookie=a=1; b=2 x-num=42 x_under=u\n" in ours.text
