@@ -580,7 +580,7 @@ ngx.say(ngx.config.subsystem, ngx.config.ngx_lua_version, tostring(ngx.config.de
 @pytest.mark.parametrize(
     "call",
     [
-        "ngx.req.socket()",
+        "ngx.req.socket(true)",
         "ngx.location.capture('/x')",
         "ngx.location.capture_multi({})",
     ],
