@@ -359,6 +359,9 @@ class LuaEngine:
         self._lua = new_runtime(runtime, lua_memory_limit)
         self._lua_error = _lua_error(self._lua)
         self._sink: OutputSink | None = None
+        # the loop's deadline heap, looked up once (deadlines.current() is a
+        # getpid() syscall on Python 3.11)
+        self._deadlines: deadlines.Deadlines | None = None
         lua = self._lua
         # The collector's pace: a cycle starts as soon as the last one ends
         # (pause 100, not 200) and works 4x the allocation rate.  10,000
@@ -525,9 +528,11 @@ class LuaEngine:
         # instruction budget's job.
         expiry = None
         if self.request_timeout > 0:
-            expiry = deadlines.current().call_later(
-                self.request_timeout, _expire, r, asyncio.current_task()
-            )
+            heap = self._deadlines
+            if heap is None or heap.loop().is_closed():
+                heap = self._deadlines = deadlines.current()
+            task = asyncio.current_task(heap.loop())
+            expiry = heap.call_later(self.request_timeout, _expire, r, task)
         try:
             cmd, arg, extra = await self._perform(r, request, sink, cmd, arg, extra)
         except asyncio.CancelledError:

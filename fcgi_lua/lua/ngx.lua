@@ -1657,7 +1657,7 @@ do
     -- Debian's Lua C modules (lua-cjson, lua-lpeg, lua-filesystem...) for
     -- this runtime's ABI (5.1 for LuaJIT); empty when C modules cannot
     -- load into this VM (runtimes.py: only the process's first runtime).
-    local cdir = helpers.c_module_dir
+    local cdir = helpers.c_module_dir or ""
     if cdir ~= "" and not find(package.cpath, cdir .. "?.so", 1, true) then
         package.cpath = package.cpath .. ";" .. cdir .. "?.so"
     end

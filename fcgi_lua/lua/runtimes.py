@@ -8,9 +8,10 @@ the fork, so each worker owns exactly one VM.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import importlib
 import os
-import sys
 import sysconfig
 from importlib import resources
 from typing import Any
@@ -77,24 +78,26 @@ def new_runtime(name: str, max_memory: int = 0) -> Any:
 
 
 # The runtime module whose symbols (lua_pushstring, luaL_checkstack...) are
-# global in this process: the first one imported.  Lua C modules (cjson.so,
-# lfs.so) are linked against no Lua library and resolve those symbols from
-# the global namespace when require() dlopens them.  Only one runtime can
-# be global: two runtimes' same-named symbols in one namespace crash.
+# global in this process: the first one a VM is made of.  Lua C modules
+# (cjson.so, lfs.so) are linked against no Lua library and resolve those
+# symbols from the global namespace when require() dlopens them.  Only one
+# runtime can be global, and a runtime module loaded after it would bind
+# its own calls to the global one's functions (ELF interposition) and
+# crash: so every runtime lupa ships is loaded first (RTLD_NOW binds each
+# to itself for good), then the chosen one is promoted to global.  A
+# worker uses one runtime; only tests mix them in one process.
 _global_runtime: str | None = None
 
 
 def _import_runtime(module_name: str) -> Any:
     global _global_runtime
-    if _global_runtime is not None or module_name in sys.modules:
-        return importlib.import_module(module_name)
-    flags = sys.getdlopenflags()
-    sys.setdlopenflags(os.RTLD_NOW | os.RTLD_GLOBAL)
-    try:
-        module = importlib.import_module(module_name)
-    finally:
-        sys.setdlopenflags(flags)
-    _global_runtime = module_name
+    module = importlib.import_module(module_name)
+    if _global_runtime is None:
+        for other in RUNTIMES.values():
+            with contextlib.suppress(ImportError):
+                importlib.import_module(other)
+        ctypes.CDLL(module.__file__, mode=os.RTLD_NOW | os.RTLD_GLOBAL)
+        _global_runtime = module_name
     return module
 
 
