@@ -134,7 +134,7 @@ class Connection:
 
     # ---- receiving ----------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Buffer bytes read from the peer; ``b""`` means it closed (EOF)."""
         if not data:
             self._eof = True
@@ -153,11 +153,14 @@ class Connection:
     def next_event(self) -> ReceivedEvent | NeedData:
         """The next event, or NEED_DATA; RemoteProtocolError on garbage."""
         if self._error is not None:
-            raise RemoteProtocolError(
+            again = RemoteProtocolError(
                 f"connection already failed: {self._error}",
                 request_id=self._error.request_id,
                 record_type=self._error.record_type,
-            ) from self._error
+            )
+            # not "raise ... from": mypyc-compiled code drops the cause
+            again.__cause__ = self._error
+            raise again
         try:
             return self._next_event()
         except RemoteProtocolError as exc:
@@ -341,8 +344,10 @@ class Connection:
 
     # ---- sending ------------------------------------------------------------
 
-    def send(self, event: SentEvent) -> bytes:
-        """The bytes that carry ``event``; LocalProtocolError on misuse."""
+    def send(self, event: SentEvent | ReceivedEvent) -> bytes:
+        """The bytes that carry ``event``; LocalProtocolError on misuse
+        (a received event is typed in, so that compiled code reports it as
+        misuse too rather than as a TypeError)."""
         event_type = type(event)
         if event_type is Stdout:
             assert isinstance(event, Stdout)
