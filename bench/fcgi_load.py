@@ -14,7 +14,7 @@ No nginx: this is the responder's own cost, the figure issue 11's targets
 name.  bench/run.py measures the whole path through nginx.
 
     python3 bench/fcgi_load.py                         # hello.lua, 20,000 requests
-    python3 bench/fcgi_load.py --script redis_incr.lua  # starts a redis-server
+    python3 bench/fcgi_load.py --script redis_incr.lua  # starts a redis-server, free port
     python3 bench/fcgi_load.py --strace --requests 5000
 """
 
@@ -25,6 +25,7 @@ import asyncio
 import os
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -132,19 +133,24 @@ def wait_for_socket(path: str, proc: subprocess.Popen[bytes]) -> None:
         time.sleep(0.05)
 
 
-def start_redis(tmp: str) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        ["redis-server", "--port", "6379", "--bind", "127.0.0.1", "--save", "", "--dir", tmp],
-        stdout=subprocess.DEVNULL,
-    )
+def start_redis(tmp: str, port: int) -> subprocess.Popen[bytes]:
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    proc = subprocess.Popen([*argv, "--dir", tmp], stdout=subprocess.DEVNULL)
     time.sleep(0.3)
     return proc
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--script", default="hello.lua", help="a script in bench/")
-    parser.add_argument("--query", default="name=bench")
+    parser.add_argument("--query", default="name=bench", help="(redis scripts: port=N)")
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=2_000)
@@ -155,7 +161,12 @@ def main() -> None:
     script = BENCH / args.script
     tmp = tempfile.mkdtemp(prefix="fcgi-load-")
     sock = os.path.join(tmp, "fcgi.sock")
-    redis = start_redis(tmp) if "redis" in args.script else None
+    redis = None
+    query = args.query
+    if "redis" in args.script:  # its own redis-server, on a free port
+        port = free_port()
+        redis = start_redis(tmp, port)
+        query = f"port={port}"
     options = [item for opt in args.options for item in ("-o", opt)]
     serve = [sys.executable, "-m", "fcgi_lua", "serve", "--listen", f"unix:{sock}"]
     serve += ["--root", str(BENCH), "--workers", "1", *options]
@@ -164,7 +175,7 @@ def main() -> None:
     strace = None
     try:
         wait_for_socket(sock, proc)
-        payload = request_bytes(script, args.query.encode())
+        payload = request_bytes(script, query.encode())
         asyncio.run(drive(sock, payload, args.warmup, min(args.connections, args.warmup)))
         if args.strace:
             out = os.path.join(tmp, "strace.txt")
