@@ -203,6 +203,20 @@ def _decode_base64(s: bytes) -> bytes | None:
         return None
 
 
+def _ngx_log_level() -> int:
+    """The ngx.* level (ngx.ERR ...) of what fcgi-lua's Lua log lets through."""
+    level = log.getEffectiveLevel()
+    if level <= logging.DEBUG:
+        return 8  # ngx.DEBUG
+    if level <= logging.INFO:
+        return 7  # ngx.INFO
+    if level <= logging.WARNING:
+        return 5  # ngx.WARN
+    if level <= logging.ERROR:
+        return 4  # ngx.ERR
+    return 3  # ngx.CRIT
+
+
 def _expand_short_src(message: str, path: str) -> str:
     """Undo Lua's shortening of long chunk names ("...tail/of/path.lua")."""
     if "..." not in message:
@@ -398,6 +412,11 @@ class LuaEngine:
                 b"root": os.fsencode(root),
                 b"cgi_shebang": cgi_shebang,
                 b"c_module_dir": c_module_dir(runtime).encode(),
+                # resty_core.lua: resty.core.time, ngx.errlog, ngx.process
+                b"monotonic": time.monotonic,
+                b"log_level": _ngx_log_level,
+                b"graceful_exit": self._graceful_exit,
+                b"master_pid": os.getppid(),
             }
         )
         source = resources.files("fcgi_lua.lua").joinpath("ngx.lua").read_bytes()
@@ -435,6 +454,10 @@ class LuaEngine:
         self._start_timer = threads[b"start_timer"]
         self._drop_timer_lua = threads[b"drop_timer"]
         self._release = threads[b"release"]
+        # resty.core and the ngx.* modules of lua-resty-core, and the
+        # table.* modules of OpenResty's LuaJIT (resty_core.lua, luajit.lua)
+        for layer in ("luajit.lua", "resty_core.lua"):
+            self._load_layer(layer, helpers, driver[b"extensions"])
         self._start = driver[b"start"]
         self._drive = driver[b"drive"]
         self._abort = driver[b"abort"]
@@ -475,6 +498,12 @@ class LuaEngine:
         return chunk(self._lua.table_from(functions), extensions)
 
     # -- helpers called from Lua ---------------------------------------------
+
+    def _graceful_exit(self) -> None:
+        # ngx.process.signal_graceful_exit(): the worker stops gracefully
+        # and the master starts a fresh one (as after a memory kill)
+        if self.on_exhausted is not None:
+            self.on_exhausted()
 
     def _log(self, level: int, message: bytes) -> None:
         level = int(level)
