@@ -1,5 +1,12 @@
 """Builds the compiled modules; everything else is in pyproject.toml.
 
+Two kinds, both optional (the package installs without a C compiler):
+
+- ``fcgi_lua._ngxsyms`` (fcgi_lua/_ngxsyms.c): nginx's ngx_hex_dump and
+  ngx_atoi for LuaJIT's ffi.C; without it only those symbols are missing
+  (runtimes.py warns).
+- the FastCGI codec, compiled by mypyc:
+
 mypyc compiles the FastCGI codec from its own typed source (the modules
 ``fcgi_lua.compiled.COMPILED_MODULES`` lists): one implementation, run
 compiled where a build succeeds and interpreted otherwise.  The build is
@@ -13,7 +20,7 @@ import os
 import sys
 from typing import Any
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 # the same list fcgi_lua/compiled.py uses at import (read without importing
@@ -52,4 +59,6 @@ def compiled_modules() -> list[Any]:
     return list(mypycify(COMPILED, opt_level="3", group_name="fcgi_lua.fastcgi._codec"))
 
 
-setup(ext_modules=compiled_modules(), cmdclass={"build_ext": OptionalBuildExt})
+NGX_SYMBOLS = Extension("fcgi_lua._ngxsyms", ["fcgi_lua/_ngxsyms.c"], optional=True)
+
+setup(ext_modules=[NGX_SYMBOLS, *compiled_modules()], cmdclass={"build_ext": OptionalBuildExt})

@@ -15,6 +15,7 @@ import base64
 import binascii
 import fnmatch
 import hashlib
+import hmac
 import importlib
 import logging
 import os
@@ -179,6 +180,10 @@ def _md5_bin(s: bytes) -> bytes:
 
 def _sha1_bin(s: bytes) -> bytes:
     return hashlib.sha1(s).digest()
+
+
+def _hmac_sha1(key: bytes, s: bytes) -> bytes:
+    return hmac.digest(key, s, "sha1")
 
 
 def _crc32(s: bytes) -> int:
@@ -395,6 +400,7 @@ class LuaEngine:
                 b"md5": _md5,
                 b"md5_bin": _md5_bin,
                 b"sha1_bin": _sha1_bin,
+                b"hmac_sha1": _hmac_sha1,
                 b"crc32": _crc32,
                 b"encode_base64": _encode_base64,
                 b"decode_base64": _decode_base64,
@@ -961,7 +967,8 @@ _DISCARD = _DiscardSink()
 
 
 class _Null:
-    """ngx.null: a unique userdata (lupa cannot make a NULL lightuserdata)."""
+    """ngx.null where the runtime cannot make the NULL light userdata (PUC Lua,
+    LuaJIT 2.0; ngx.lua): a unique userdata that prints as one."""
 
     __slots__ = ()
 
