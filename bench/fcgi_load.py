@@ -51,8 +51,9 @@ def pair(name: bytes, value: bytes) -> bytes:
     return length(len(name)) + length(len(value)) + name + value
 
 
-def request_bytes(script: Path, query: bytes) -> bytes:
-    """One GET as nginx sends it with fastcgi_keep_conn on (the shipped params)."""
+def request_bytes(script: Path, query: bytes, keep_conn: bool = True) -> bytes:
+    """One GET as nginx sends it (the shipped params), with fastcgi_keep_conn
+    on, or off: the responder closes the connection after the answer."""
     uri = b"/" + script.name.encode()
     params = [
         (b"SCRIPT_FILENAME", os.fsencode(script)),
@@ -79,21 +80,29 @@ def request_bytes(script: Path, query: bytes) -> bytes:
     ]
     body = b"".join(pair(n, v) for n, v in params)
     return (
-        record(BEGIN, struct.pack(">HB5x", 1, 1))  # responder, FCGI_KEEP_CONN
+        record(BEGIN, struct.pack(">HB5x", 1, int(keep_conn)))  # responder, FCGI_KEEP_CONN
         + record(PARAMS, body)
         + record(PARAMS, b"")
         + record(STDIN, b"")
     )
 
 
-async def connection(path: str, payload: bytes, count: int, failures: list[bytes]) -> None:
+async def connection(
+    path: str, payload: bytes, count: int, failures: list[bytes], keep_conn: bool = True
+) -> None:
+    """``count`` requests, on one connection (keep_conn) or one each."""
     reader, writer = await asyncio.open_unix_connection(path)
     try:
-        for _ in range(count):
+        for i in range(count):
+            if i and not keep_conn:
+                reader, writer = await asyncio.open_unix_connection(path)
             writer.write(payload)
             status = await read_response(reader)
             if status is not None:
                 failures.append(status)
+            if not keep_conn:
+                await reader.read()  # the responder's close
+                writer.close()
     finally:
         writer.close()
 
@@ -113,15 +122,19 @@ async def read_response(reader: asyncio.StreamReader) -> bytes | None:
             return first
 
 
-def cpu_ticks(pid: int) -> int:
+def cpu_ticks(pid: int) -> tuple[int, int]:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return int(fields[11]), int(fields[12])  # utime, stime (fields 14, 15)
 
 
-async def drive(path: str, payload: bytes, total: int, connections: int) -> list[bytes]:
+async def drive(
+    path: str, payload: bytes, total: int, connections: int, keep_conn: bool = True
+) -> list[bytes]:
     failures: list[bytes] = []
     per = total // connections
-    await asyncio.gather(*(connection(path, payload, per, failures) for _ in range(connections)))
+    await asyncio.gather(
+        *(connection(path, payload, per, failures, keep_conn) for _ in range(connections))
+    )
     return failures
 
 
@@ -155,6 +168,11 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=2_000)
     parser.add_argument("--strace", action="store_true", help="count syscalls per request")
+    parser.add_argument(
+        "--no-keep-conn",
+        action="store_true",
+        help="a connection per request (nginx without fastcgi_keep_conn, or a full pool)",
+    )
     parser.add_argument("-o", dest="options", action="append", default=[], help="KEY=VALUE")
     args = parser.parse_args()
 
@@ -175,21 +193,28 @@ def main() -> None:
     strace = None
     try:
         wait_for_socket(sock, proc)
-        payload = request_bytes(script, query.encode())
-        asyncio.run(drive(sock, payload, args.warmup, min(args.connections, args.warmup)))
+        keep = not args.no_keep_conn
+        payload = request_bytes(script, query.encode(), keep)
+        asyncio.run(drive(sock, payload, args.warmup, min(args.connections, args.warmup), keep))
         if args.strace:
             out = os.path.join(tmp, "strace.txt")
             strace = subprocess.Popen(["strace", "-c", "-f", "-o", out, "-p", str(proc.pid)])
             time.sleep(1.0)  # strace attaches
         ticks = cpu_ticks(proc.pid)
         began = time.perf_counter()
-        failures = asyncio.run(drive(sock, payload, args.requests, args.connections))
+        failures = asyncio.run(drive(sock, payload, args.requests, args.connections, keep))
         elapsed = time.perf_counter() - began
-        used = (cpu_ticks(proc.pid) - ticks) / os.sysconf("SC_CLK_TCK")
+        after = cpu_ticks(proc.pid)
+        user, system = (after[i] - ticks[i] for i in (0, 1))
+        used = (user + system) / os.sysconf("SC_CLK_TCK")
         served = args.requests // args.connections * args.connections
-        print(f"script {args.script}: {served} requests over {args.connections} connections")
+        how = "kept-alive connections" if keep else "connections at a time, one per request"
+        print(f"script {args.script}: {served} requests over {args.connections} {how}")
         print(f"  {served / elapsed:,.0f} req/s (client-bound: the client is Python too)")
-        print(f"  worker CPU {used * 1e6 / served:.1f} us per request (utime+stime)")
+        print(
+            f"  worker CPU {used * 1e6 / served:.1f} us per request "
+            f"({100 * system / max(user + system, 1):.0f} % in the kernel)"
+        )
         print(f"  failures {len(failures)}" + (f": {failures[0]!r}" if failures else ""))
         if strace is not None:
             strace.send_signal(signal.SIGINT)
