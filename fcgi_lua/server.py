@@ -379,6 +379,13 @@ class FastCGIProtocol(asyncio.Protocol):
                 else:
                     self.close()
                 return
+            except Exception:
+                # A bug of ours, latched by the codec: this connection's
+                # requests cannot be decoded any more; the others go on.
+                log.exception("internal error decoding FastCGI from %s; closing it", self.peer)
+                self._abort_all()
+                self.close()
+                return
             if event is fastcgi.NEED_DATA:
                 return
             self._handlers[type(event)](self, event)

@@ -114,6 +114,7 @@ class Connection:
         self._chunks_size = 0
         self._eof = False
         self._error: RemoteProtocolError | None = None
+        self._internal_error: Exception | None = None
         self._requests: dict[int, _Request] = {}
         # Requests we ended: records still in flight for them are dropped
         # until the id is begun again.  At most 65535 ids, so bounded.
@@ -151,7 +152,13 @@ class Connection:
             self._chunks_size += len(data)
 
     def next_event(self) -> ReceivedEvent | NeedData:
-        """The next event, or NEED_DATA; RemoteProtocolError on garbage."""
+        """The next event, or NEED_DATA; RemoteProtocolError on garbage.
+
+        Every failure is latched, as h11 does: after garbage from the peer
+        every call raises RemoteProtocolError again; after any other
+        exception (a bug of ours, caught half-way through a record) every
+        call raises LocalProtocolError, never an event from a buffer in an
+        unknown state."""
         if self._error is not None:
             again = RemoteProtocolError(
                 f"connection already failed: {self._error}",
@@ -161,10 +168,19 @@ class Connection:
             # not "raise ... from": mypyc-compiled code drops the cause
             again.__cause__ = self._error
             raise again
+        if self._internal_error is not None:
+            broken = LocalProtocolError(
+                f"connection already failed on an internal error: {self._internal_error!r}"
+            )
+            broken.__cause__ = self._internal_error
+            raise broken
         try:
             return self._next_event()
         except RemoteProtocolError as exc:
             self._error = exc
+            raise
+        except Exception as exc:
+            self._internal_error = exc
             raise
 
     def _next_event(self) -> ReceivedEvent | NeedData:
