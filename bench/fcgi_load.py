@@ -16,6 +16,7 @@ name.  bench/run.py measures the whole path through nginx.
     python3 bench/fcgi_load.py                         # hello.lua, 20,000 requests
     python3 bench/fcgi_load.py --script redis_incr.lua  # starts a redis-server, free port
     python3 bench/fcgi_load.py --strace --requests 5000
+    python3 bench/fcgi_load.py --flame bench/results/hello.svg   # py-spy --native
 """
 
 from __future__ import annotations
@@ -169,6 +170,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2_000)
     parser.add_argument("--strace", action="store_true", help="count syscalls per request")
     parser.add_argument(
+        "--flame",
+        metavar="SVG",
+        help="a py-spy record --native flame graph of the worker over the measured part",
+    )
+    parser.add_argument(
         "--no-keep-conn",
         action="store_true",
         help="a connection per request (nginx without fastcgi_keep_conn, or a full pool)",
@@ -200,6 +206,13 @@ def main() -> None:
             out = os.path.join(tmp, "strace.txt")
             strace = subprocess.Popen(["strace", "-c", "-f", "-o", out, "-p", str(proc.pid)])
             time.sleep(1.0)  # strace attaches
+        spy = None
+        if args.flame:
+            Path(args.flame).parent.mkdir(parents=True, exist_ok=True)
+            argv = ["py-spy", "record", "--native", "--rate", "250"]
+            argv += ["--pid", str(proc.pid), "--format", "flamegraph", "--output", args.flame]
+            spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1.0)  # py-spy attaches
         ticks = cpu_ticks(proc.pid)
         began = time.perf_counter()
         failures = asyncio.run(drive(sock, payload, args.requests, args.connections, keep))
@@ -216,6 +229,10 @@ def main() -> None:
             f"({100 * system / max(user + system, 1):.0f} % in the kernel)"
         )
         print(f"  failures {len(failures)}" + (f": {failures[0]!r}" if failures else ""))
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes the SVG on SIGINT
+            spy.wait(timeout=60)
+            print(f"  flame graph: {args.flame}")
         if strace is not None:
             strace.send_signal(signal.SIGINT)
             strace.wait()
