@@ -393,8 +393,18 @@ function ngx.md5_bin(s) return py_md5_bin(str_arg(s)) end
 function ngx.sha1_bin(s) return py_sha1_bin(str_arg(s)) end
 
 -- As lua-nginx-module's C function: exactly two arguments, each a string
--- or a number (luaL_checklstring), and errors that carry no position.
+-- or a number (luaL_checklstring).  LuaJIT names the function as its
+-- caller did and then adds the caller's position; through pcall (no
+-- name) the message is "?" and carries no position.
 local py_hmac_sha1 = helpers.hmac_sha1
+
+local function hmac_error(msg, fmt_name)
+    local name = getinfo(3, "n").name -- 1 here, 2 the check, 3 ngx.hmac_sha1
+    if fmt_name then
+        msg = format(msg, name or "?")
+    end
+    error(msg, name and 4 or 0)
+end
 
 local function hmac_arg(v, n)
     local t = type(v)
@@ -404,13 +414,14 @@ local function hmac_arg(v, n)
     if t == "number" then
         return tostring(v)
     end
-    error("bad argument #" .. n .. " to 'hmac_sha1' (string expected, got " .. t .. ")", 0)
+    hmac_error("bad argument #" .. n .. " to '%s' (string expected, got " .. t .. ")", true)
 end
 
 function ngx.hmac_sha1(...)
     local n = select("#", ...)
     if n ~= 2 then
-        error("expecting 2 arguments, but got " .. n, 0)
+        local name = getinfo(1, "n").name
+        error("expecting 2 arguments, but got " .. n, name and 2 or 0)
     end
     local key, s = ...
     return py_hmac_sha1(hmac_arg(key, 1), hmac_arg(s, 2))
