@@ -25,7 +25,7 @@ RUN set -eux; \
 
 # The package, from this repository (.dockerignore keeps the rest out).
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY fcgi_lua ./fcgi_lua
 RUN pip install --no-cache-dir --disable-pip-version-check . \
     && rm -rf /src/build /src/*.egg-info

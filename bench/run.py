@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark fcgi-lua against php-fpm behind the same nginx, in one run.
 
-Starts, all under a temp dir: fcgi-lua (1 worker) on a Unix socket,
+Starts, all under a temp dir: fcgi-lua (its default workers, or --workers) on a Unix socket,
 php-fpm (its own master, pm=static, 2 children) on another, and nginx
 (1 worker, upstream keepalive; fastcgi_keep_conn on for fcgi-lua, off for
 php-fpm unless --php-keep-conn, see README.md) in front of both.
@@ -62,6 +62,10 @@ class WrkResult:
     non_2xx: int
     socket_errors: str
     raw: str
+    requests: int = 0
+    # the backend's CPU (utime + stime of its whole process tree) per
+    # request: stable on a noisy machine where req/s is not
+    cpu_us: float = 0.0
 
 
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
@@ -82,6 +86,7 @@ def parse_wrk(name: str, url: str, connections: int, output: str) -> WrkResult:
         raise RuntimeError(f"could not parse wrk output:\n{output}")
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
     errors = re.search(r"Socket errors:\s+(.*)", output)
+    requests = re.search(r"(\d+) requests in", output)
     return WrkResult(
         name=name,
         url=url,
@@ -92,6 +97,7 @@ def parse_wrk(name: str, url: str, connections: int, output: str) -> WrkResult:
         non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
         socket_errors=errors.group(1).strip() if errors else "",
         raw=output,
+        requests=int(requests.group(1)) if requests else 0,
     )
 
 
@@ -134,6 +140,23 @@ def rss_of(pid: int) -> tuple[float, float]:
     rss = int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1))  # type: ignore[union-attr]
     hwm = int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1))  # type: ignore[union-attr]
     return rss / 1024, hwm / 1024
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of these processes, in seconds (/proc/PID/stat)."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone: its time is lost, so recycle nothing during a run
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its children (a master and its workers)."""
+    return [pid, *children_of(pid)]
 
 
 def children_of(pid: int) -> list[int]:
@@ -200,9 +223,10 @@ class Bench(Processes):
             sys.executable, "-m", "fcgi_lua", "serve",
             "--listen", f"unix:{sock}",
             "--root", str(BENCH),
-            "--workers", "1",
             "-o", "log_level=warning",
         ]  # fmt: skip
+        if self.args.workers:
+            argv += ["--workers", str(self.args.workers)]
         for option in self.args.fcgi_option:
             argv += ["-o", option]
         proc = self.start("fcgi-lua", argv, signal.SIGTERM)
@@ -292,7 +316,9 @@ http {{
         if body != expected:
             raise RuntimeError(f"{path} answered {body!r}, expected {expected!r}")
 
-    def wrk(self, name: str, path: str, connections: int) -> WrkResult:
+    def wrk(self, name: str, path: str, connections: int, backend: int | None = None) -> WrkResult:
+        """wrk against ``path``; ``backend``: the pid whose process tree's
+        CPU per request is measured over the run."""
         url = self.base + path
         threads = str(self.args.threads)
         if self.args.warmup != "0s":
@@ -304,8 +330,14 @@ http {{
         argv = ["wrk", "-t", threads, "-c", str(connections), "-d", self.args.duration]
         argv += ["--latency", url]
         print(f"== {name}: {' '.join(argv)}", file=sys.stderr, flush=True)
+        pids = process_tree(backend) if backend else []
+        before = cpu_seconds(pids)
         out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
-        return parse_wrk(name, url, connections, out)
+        used = cpu_seconds(pids) - before
+        result = parse_wrk(name, url, connections, out)
+        if pids and result.requests:
+            result.cpu_us = used * 1e6 / result.requests
+        return result
 
 
 def fmt_verdict(ok: bool) -> str:
@@ -322,8 +354,8 @@ def report(
         f"Python {platform.python_version()}; wrk -t{args.threads} -d{args.duration} "
         f"(after {args.warmup} warm-up); nginx 1 worker, keepalive upstreams.",
         "",
-        "| run | conns | req/s | p50 | p99 | errors |",
-        "|---|---:|---:|---:|---:|---|",
+        "| run | conns | req/s | backend CPU per request | p50 | p99 | errors |",
+        "|---|---:|---:|---:|---:|---:|---|",
     ]
     for r in results.values():
         errors = []
@@ -332,7 +364,7 @@ def report(
         if r.socket_errors:
             errors.append(f"socket: {r.socket_errors}")
         lines.append(
-            f"| {r.name} | {r.connections} | {r.requests_per_sec:,.0f} | "
+            f"| {r.name} | {r.connections} | {r.requests_per_sec:,.0f} | {r.cpu_us:.1f} µs | "
             f"{r.p50_ms:.2f} ms | {r.p99_ms:.2f} ms | {', '.join(errors) or 'none'} |"
         )
     lines += ["", "| process | RSS now | peak RSS |", "|---|---:|---:|"]
@@ -385,6 +417,10 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="fastcgi_keep_conn on for php-fpm too (stalls: see bench/README.md)",
     )
+    parser.add_argument(
+        "--workers", type=int, default=0,
+        help="fcgi-lua workers (default: fcgi-lua's own default, the CPU count)",
+    )  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, configs)")
     parser.add_argument(
         "--fcgi-option",
@@ -410,12 +446,19 @@ def main(argv: list[str] | None = None) -> int:
         if php:
             bench.check("/hello.php", b"Hello, world!\n")
         if "fcgi-lua" in runs:
-            results["fcgi-lua hello"] = bench.wrk("fcgi-lua hello", "/hello.lua", args.connections)
+            results["fcgi-lua hello"] = bench.wrk(
+                "fcgi-lua hello", "/hello.lua", args.connections, fcgi.pid if fcgi else None
+            )
         if "php-fpm" in runs:
-            results["php-fpm hello"] = bench.wrk("php-fpm hello", "/hello.php", args.connections)
+            results["php-fpm hello"] = bench.wrk(
+                "php-fpm hello", "/hello.php", args.connections, php.pid if php else None
+            )
         if "sleep" in runs:
             results["fcgi-lua sleep 100ms"] = bench.wrk(
-                "fcgi-lua sleep 100ms", "/sleep.lua", args.sleep_connections
+                "fcgi-lua sleep 100ms",
+                "/sleep.lua",
+                args.sleep_connections,
+                fcgi.pid if fcgi else None,
             )
         if fcgi:
             # The worker is the child if the master forks one, else itself.

@@ -311,7 +311,7 @@ class FastCGIProtocol(asyncio.Protocol):
         if not self._corked:
             self._corked = [data]
             self._corked_size = len(data)
-            asyncio.get_running_loop().call_soon(self._uncork)
+            self.server.loop().call_soon(self._uncork)
         else:
             self._corked.append(data)
             self._corked_size += len(data)
@@ -330,7 +330,7 @@ class FastCGIProtocol(asyncio.Protocol):
     async def drained(self) -> None:
         if not self.write_paused or self.closed:
             return
-        waiter = asyncio.get_running_loop().create_future()
+        waiter = self.server.loop().create_future()
         self._drain_waiters.append(waiter)
         await waiter
         if self.closed:
@@ -373,7 +373,7 @@ class FastCGIProtocol(asyncio.Protocol):
             transport.write_eof()
         if not transport.is_reading():
             transport.resume_reading()
-        asyncio.get_running_loop().call_later(LINGER_SECONDS, self.close)
+        self.server.loop().call_later(LINGER_SECONDS, self.close)
 
     # -- events --------------------------------------------------------------
 
@@ -404,6 +404,13 @@ class FastCGIProtocol(asyncio.Protocol):
                     self.close_gracefully()  # so the answer is not lost to a reset
                 else:
                     self.close()
+                return
+            except Exception:
+                # A bug of ours, latched by the codec: this connection's
+                # requests cannot be decoded any more; the others go on.
+                log.exception("internal error decoding FastCGI from %s; closing it", self.peer)
+                self._abort_all()
+                self.close()
                 return
             if event is fastcgi.NEED_DATA:
                 return
@@ -536,7 +543,7 @@ class FastCGIProtocol(asyncio.Protocol):
                     await sink.write(error_response(exc.status, head=head))
                 else:
                     if server.slow_request_threshold:
-                        slow = asyncio.get_running_loop().call_later(
+                        slow = server.loop().call_later(
                             server.slow_request_threshold, server.report_slow, request, began
                         )
                     if not observe:
@@ -584,9 +591,7 @@ class FastCGIProtocol(asyncio.Protocol):
         """Draining: close once no request has come for DRAIN_IDLE_SECONDS."""
         if self.closed or self.lingering or not self.idle:
             return
-        asyncio.get_running_loop().call_later(
-            DRAIN_IDLE_SECONDS, self._close_if_still_idle, self._begun
-        )
+        self.server.loop().call_later(DRAIN_IDLE_SECONDS, self._close_if_still_idle, self._begun)
 
     def _close_if_still_idle(self, begun: int) -> None:
         if self._begun == begun and self.idle:
@@ -626,6 +631,16 @@ class Server:
         self.access_log: AccessLog | None = None
         self.slow_request_threshold = config.slow_request_threshold
         self._update_observing()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The loop this worker serves on, looked up once: on Python 3.11
+        every asyncio.get_running_loop() is a getpid() syscall (its fork
+        check), and the request path made four per request."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
 
     def _update_observing(self) -> None:
         self.observing = bool(
@@ -688,7 +703,7 @@ class Server:
         return len(self.tasks)
 
     def spawn(self, coro: Any) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        task: asyncio.Task[None] = self.loop().create_task(coro)
         self.tasks.add(task)
         if len(self.tasks) > self._peak_in_flight:
             self._peak_in_flight = len(self.tasks)
@@ -700,7 +715,7 @@ class Server:
         self.requests_served += 1
         if not self.tasks and self._peak_in_flight >= TRIM_AFTER_PEAK:
             self._peak_in_flight = 0
-            asyncio.get_running_loop().call_later(TRIM_IDLE_SECONDS, self._trim_when_idle)
+            self.loop().call_later(TRIM_IDLE_SECONDS, self._trim_when_idle)
         limit = self.config.max_requests
         if limit and self.requests_served == limit and self.on_max_requests is not None:
             log.info("served max_requests=%d; recycling this worker", limit)
@@ -728,7 +743,7 @@ class Server:
 
     async def start(self, sockets: Sequence[socket.socket] | None = None) -> None:
         """Listen on ``config.listen``, or on sockets a prefork master bound."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         owned = sockets is None
         if sockets is None:
             sockets = bind_all(self.config)

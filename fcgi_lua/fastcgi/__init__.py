@@ -10,6 +10,12 @@ package must never import asyncio, sockets or anything else that does I/O.
     transport.write(conn.send(Stdout(request_id, body)))
 """
 
+from fcgi_lua.compiled import load_sources
+
+# mypyc may have compiled the codec (setup.py); FCGI_LUA_PURE_PYTHON=1 or a
+# stale build loads the source instead (fcgi_lua/compiled.py).
+load_sources(__name__, __path__[0])
+
 from ._connection import Connection
 from ._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from ._events import (

@@ -114,6 +114,7 @@ class Connection:
         self._chunks_size = 0
         self._eof = False
         self._error: RemoteProtocolError | None = None
+        self._internal_error: Exception | None = None
         self._requests: dict[int, _Request] = {}
         # Requests we ended: records still in flight for them are dropped
         # until the id is begun again.  At most 65535 ids, so bounded.
@@ -134,7 +135,7 @@ class Connection:
 
     # ---- receiving ----------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Buffer bytes read from the peer; ``b""`` means it closed (EOF)."""
         if not data:
             self._eof = True
@@ -151,17 +152,35 @@ class Connection:
             self._chunks_size += len(data)
 
     def next_event(self) -> ReceivedEvent | NeedData:
-        """The next event, or NEED_DATA; RemoteProtocolError on garbage."""
+        """The next event, or NEED_DATA; RemoteProtocolError on garbage.
+
+        Every failure is latched, as h11 does: after garbage from the peer
+        every call raises RemoteProtocolError again; after any other
+        exception (a bug of ours, caught half-way through a record) every
+        call raises LocalProtocolError, never an event from a buffer in an
+        unknown state."""
         if self._error is not None:
-            raise RemoteProtocolError(
+            again = RemoteProtocolError(
                 f"connection already failed: {self._error}",
                 request_id=self._error.request_id,
                 record_type=self._error.record_type,
-            ) from self._error
+            )
+            # not "raise ... from": mypyc-compiled code drops the cause
+            again.__cause__ = self._error
+            raise again
+        if self._internal_error is not None:
+            broken = LocalProtocolError(
+                f"connection already failed on an internal error: {self._internal_error!r}"
+            )
+            broken.__cause__ = self._internal_error
+            raise broken
         try:
             return self._next_event()
         except RemoteProtocolError as exc:
             self._error = exc
+            raise
+        except Exception as exc:
+            self._internal_error = exc
             raise
 
     def _next_event(self) -> ReceivedEvent | NeedData:
@@ -341,8 +360,10 @@ class Connection:
 
     # ---- sending ------------------------------------------------------------
 
-    def send(self, event: SentEvent) -> bytes:
-        """The bytes that carry ``event``; LocalProtocolError on misuse."""
+    def send(self, event: SentEvent | ReceivedEvent) -> bytes:
+        """The bytes that carry ``event``; LocalProtocolError on misuse
+        (a received event is typed in, so that compiled code reports it as
+        misuse too rather than as a TypeError)."""
         event_type = type(event)
         if event_type is Stdout:
             assert isinstance(event, Stdout)

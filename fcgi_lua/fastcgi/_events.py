@@ -103,11 +103,12 @@ class Stdout:
     """Response bytes; split into as many records as needed.
 
     ``Stdout(request_id, b"")`` closes the stream (EndRequest does it for
-    you if you did not).
+    you if you did not).  Any bytes-like ``data`` (a memoryview of a
+    buffer: no copy before the record is built).
     """
 
     request_id: int
-    data: bytes
+    data: bytes | bytearray | memoryview
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +116,7 @@ class Stderr:
     """Bytes for the web server's error log; same rules as ``Stdout``."""
 
     request_id: int
-    data: bytes
+    data: bytes | bytearray | memoryview
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,7 +43,7 @@ def encode_record(record_type: int, request_id: int, content: bytes = b"") -> by
     return HEADER.pack(VERSION_1, record_type, request_id, len(content), 0) + content
 
 
-def encode_stream(record_type: int, request_id: int, data: bytes) -> bytes:
+def encode_stream(record_type: int, request_id: int, data: bytes | bytearray | memoryview) -> bytes:
     """``data`` as stream records of at most MAX_SEND_CONTENT_LENGTH bytes each.
 
     Empty ``data`` gives the one empty record that ends a stream.

@@ -15,6 +15,7 @@ import base64
 import binascii
 import fnmatch
 import hashlib
+import hmac
 import importlib
 import logging
 import os
@@ -186,6 +187,10 @@ def _sha1_bin(s: bytes) -> bytes:
     return hashlib.sha1(s).digest()
 
 
+def _hmac_sha1(key: bytes, s: bytes) -> bytes:
+    return hmac.digest(key, s, "sha1")
+
+
 def _crc32(s: bytes) -> int:
     return zlib.crc32(s)
 
@@ -206,6 +211,20 @@ def _decode_base64(s: bytes) -> bytes | None:
         return base64.b64decode(s + b"=" * (-len(s) % 4))
     except binascii.Error:
         return None
+
+
+def _ngx_log_level() -> int:
+    """The ngx.* level (ngx.ERR ...) of what fcgi-lua's Lua log lets through."""
+    level = log.getEffectiveLevel()
+    if level <= logging.DEBUG:
+        return 8  # ngx.DEBUG
+    if level <= logging.INFO:
+        return 7  # ngx.INFO
+    if level <= logging.WARNING:
+        return 5  # ngx.WARN
+    if level <= logging.ERROR:
+        return 4  # ngx.ERR
+    return 3  # ngx.CRIT
 
 
 def _expand_short_src(message: str, path: str) -> str:
@@ -374,6 +393,9 @@ class LuaEngine:
         self._lua = new_runtime(runtime, lua_memory_limit)
         self._lua_error = _lua_error(self._lua)
         self._sink: OutputSink | None = None
+        # the loop's deadline heap, looked up once (deadlines.current() is a
+        # getpid() syscall on Python 3.11)
+        self._deadlines: deadlines.Deadlines | None = None
         lua = self._lua
         # The collector's pace: a cycle starts as soon as the last one ends
         # (pause 100, not 200) and works 4x the allocation rate.  10,000
@@ -393,6 +415,7 @@ class LuaEngine:
                 b"md5": _md5,
                 b"md5_bin": _md5_bin,
                 b"sha1_bin": _sha1_bin,
+                b"hmac_sha1": _hmac_sha1,
                 b"crc32": _crc32,
                 b"encode_base64": _encode_base64,
                 b"decode_base64": _decode_base64,
@@ -410,6 +433,11 @@ class LuaEngine:
                 b"root": os.fsencode(root),
                 b"cgi_shebang": cgi_shebang,
                 b"c_module_dir": c_module_dir(runtime).encode(),
+                # resty_core.lua: resty.core.time, ngx.errlog, ngx.process
+                b"monotonic": time.monotonic,
+                b"log_level": _ngx_log_level,
+                b"graceful_exit": self._graceful_exit,
+                b"master_pid": os.getppid(),
             }
         )
         source = resources.files("fcgi_lua.lua").joinpath("ngx.lua").read_bytes()
@@ -447,6 +475,10 @@ class LuaEngine:
         self._start_timer = threads[b"start_timer"]
         self._drop_timer_lua = threads[b"drop_timer"]
         self._release = threads[b"release"]
+        # resty.core and the ngx.* modules of lua-resty-core, and the
+        # table.* modules of OpenResty's LuaJIT (resty_core.lua, luajit.lua)
+        for layer in ("luajit.lua", "resty_core.lua"):
+            self._load_layer(layer, helpers, driver[b"extensions"])
         self._start = driver[b"start"]
         self._drive = driver[b"drive"]
         self._abort = driver[b"abort"]
@@ -487,6 +519,12 @@ class LuaEngine:
         return chunk(self._lua.table_from(functions), extensions)
 
     # -- helpers called from Lua ---------------------------------------------
+
+    def _graceful_exit(self) -> None:
+        # ngx.process.signal_graceful_exit(): the worker stops gracefully
+        # and the master starts a fresh one (as after a memory kill)
+        if self.on_exhausted is not None:
+            self.on_exhausted()
 
     def _log(self, level: int, message: bytes) -> None:
         level = int(level)
@@ -540,9 +578,11 @@ class LuaEngine:
         # instruction budget's job.
         expiry = None
         if self.request_timeout > 0:
-            expiry = deadlines.current().call_later(
-                self.request_timeout, _expire, r, asyncio.current_task()
-            )
+            heap = self._deadlines
+            if heap is None or heap.loop().is_closed():
+                heap = self._deadlines = deadlines.current()
+            task = asyncio.current_task(heap.loop())
+            expiry = heap.call_later(self.request_timeout, _expire, r, task)
         try:
             cmd, arg, extra = await self._perform(r, request, sink, cmd, arg, extra)
         except asyncio.CancelledError:
@@ -942,7 +982,8 @@ _DISCARD = _DiscardSink()
 
 
 class _Null:
-    """ngx.null: a unique userdata (lupa cannot make a NULL lightuserdata)."""
+    """ngx.null where the runtime cannot make the NULL light userdata (PUC Lua,
+    LuaJIT 2.0; ngx.lua): a unique userdata that prints as one."""
 
     __slots__ = ()
 

@@ -58,7 +58,18 @@ local py_error_page = helpers.error_page
 local py_update_time = helpers.update_time
 local reasons = helpers.reasons
 local DEFAULT_TYPE = helpers.default_type
+-- ngx.null is the NULL light userdata, as in OpenResty: the same value as
+-- cjson.null, so cjson.encode({a = ngx.null}) gives {"a":null}.  LuaJIT
+-- 2.1's string.buffer decodes one from its serialisation tag 0x03 (no C
+-- module needed); other runtimes cannot make one from Lua and get a unique
+-- userdata from Python instead (docs/lua-api.md).
 local NULL = helpers.null
+if jit then
+    local ok, buffer = pcall(require, "string.buffer")
+    if ok then
+        NULL = buffer.decode("\3")
+    end
+end
 
 -- Every yield meant for the driver starts with this marker, so that a
 -- user coroutine's own yields are told apart from I/O.
@@ -157,9 +168,7 @@ ngx.HTTP_GATEWAY_TIMEOUT = 504
 ngx.HTTP_VERSION_NOT_SUPPORTED = 505
 ngx.HTTP_INSUFFICIENT_STORAGE = 507
 
--- There is no light userdata NULL to be had through lupa: ngx.null is a
--- unique userdata (type "userdata", tostring "userdata: NULL").
-ngx.null = NULL
+ngx.null = NULL -- see NULL above
 
 ngx.is_subrequest = false
 
@@ -382,6 +391,41 @@ local py_decode_base64 = helpers.decode_base64
 function ngx.md5(s) return py_md5(str_arg(s)) end
 function ngx.md5_bin(s) return py_md5_bin(str_arg(s)) end
 function ngx.sha1_bin(s) return py_sha1_bin(str_arg(s)) end
+
+-- As lua-nginx-module's C function: exactly two arguments, each a string
+-- or a number (luaL_checklstring).  LuaJIT names the function as its
+-- caller did and then adds the caller's position; through pcall (no
+-- name) the message is "?" and carries no position.
+local py_hmac_sha1 = helpers.hmac_sha1
+
+local function hmac_error(msg, fmt_name)
+    local name = getinfo(3, "n").name -- 1 here, 2 the check, 3 ngx.hmac_sha1
+    if fmt_name then
+        msg = format(msg, name or "?")
+    end
+    error(msg, name and 4 or 0)
+end
+
+local function hmac_arg(v, n)
+    local t = type(v)
+    if t == "string" then
+        return v
+    end
+    if t == "number" then
+        return tostring(v)
+    end
+    hmac_error("bad argument #" .. n .. " to '%s' (string expected, got " .. t .. ")", true)
+end
+
+function ngx.hmac_sha1(...)
+    local n = select("#", ...)
+    if n ~= 2 then
+        local name = getinfo(1, "n").name
+        error("expecting 2 arguments, but got " .. n, name and 2 or 0)
+    end
+    local key, s = ...
+    return py_hmac_sha1(hmac_arg(key, 1), hmac_arg(s, 2))
+end
 function ngx.crc32_short(s) return py_crc32(str_arg(s)) end
 function ngx.crc32_long(s) return py_crc32(str_arg(s)) end
 
@@ -1748,7 +1792,7 @@ do
     -- Debian's Lua C modules (lua-cjson, lua-lpeg, lua-filesystem...) for
     -- this runtime's ABI (5.1 for LuaJIT); empty when C modules cannot
     -- load into this VM (runtimes.py: only the process's first runtime).
-    local cdir = helpers.c_module_dir
+    local cdir = helpers.c_module_dir or ""
     if cdir ~= "" and not find(package.cpath, cdir .. "?.so", 1, true) then
         package.cpath = package.cpath .. ";" .. cdir .. "?.so"
     end

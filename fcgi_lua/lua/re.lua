@@ -450,6 +450,7 @@ local function opt(option, value)
     error("unrecognized option name", 2)
 end
 
-package.loaded["ngx.re"] = { version = 10023, split = split, opt = opt }
+-- (lua-resty-core 0.1.25's version: that of ngx.config.ngx_lua_version 10023)
+package.loaded["ngx.re"] = { version = "0.1.25", split = split, opt = opt }
 
 return re

@@ -9,9 +9,14 @@ import struct
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from fcgi_lua.config import load
+from fcgi_lua.fastcgi import Connection
 from fcgi_lua.lua import LuaEngine
 from fcgi_lua.server import FastCGIProtocol, Server
+
+from .test_fastcgi_helpers import ExplodingLimits
 
 
 def record(rtype: int, content: bytes = b"", request_id: int = 1) -> bytes:
@@ -150,3 +155,19 @@ def test_abort_request_record_removes_uploads(tmp_path: Path) -> None:
 
     asyncio.run(scenario())
     assert os.listdir(temp) == []
+
+
+def test_an_internal_codec_error_closes_only_that_connection(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    protocol, script, _ = setup(tmp_path, "ngx.say('hi')")
+    protocol.codec = Connection(limits=ExplodingLimits())
+    ExplodingLimits.armed = True
+    try:
+        protocol.data_received(request_start(script, 0))  # nothing escapes
+    finally:
+        ExplodingLimits.armed = False
+    transport = protocol.transport
+    assert isinstance(transport, FakeTransport) and transport.closed
+    assert "internal error decoding FastCGI" in caplog.text
+    assert "RuntimeError: boom" in caplog.text

@@ -19,8 +19,8 @@ from fcgi_lua.lua.runtimes import new_runtime
 from tests.unit.test_lua_support import run_script
 
 # One of each way compat.lua builds `bit`: arithmetic (5.1), bit32 (5.2),
-# native operators (5.3+), plus the default.
-PUC_RUNTIMES = sorted({DEFAULT_RUNTIME, "lua51", "lua52", "lua53", "lua54", "lua55"})
+# native operators (5.3+).  The default, LuaJIT, is what they are checked against.
+PUC_RUNTIMES = ["lua51", "lua52", "lua53", "lua54", "lua55"]
 
 _VMS: dict[str, Any] = {}
 

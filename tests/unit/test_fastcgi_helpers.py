@@ -176,3 +176,16 @@ def check_error(
         error = info.value
     assert error is not None
     return error
+
+
+class ExplodingLimits(Limits):
+    """Limits whose params size cannot be read once armed: stands for a
+    bug inside the codec, half-way through a record."""
+
+    __slots__ = ()
+    armed = False
+
+    def __getattribute__(self, name: str) -> object:
+        if name == "max_params_bytes" and type(self).armed:
+            raise RuntimeError("boom")
+        return super().__getattribute__(name)

@@ -39,6 +39,7 @@ from .test_fastcgi_helpers import (
     STDIN,
     STDOUT,
     UNKNOWN_TYPE,
+    ExplodingLimits,
     begin,
     check_error,
     check_events,
@@ -467,3 +468,19 @@ def test_after_a_remote_error_next_event_keeps_failing_but_send_works() -> None:
     assert again.value.__cause__ is info.value
     reply = conn.send(Stdout(5, b"Status: 431\r\n\r\n")) + conn.send(EndRequest(5))
     assert reply.endswith(record(END, 5, b"\0" * 8))
+
+
+def test_an_internal_error_is_latched_too() -> None:
+    # h11's rule: every exception out of next_event is latched, not only the
+    # peer's garbage; nothing is decoded from a buffer in an unknown state
+    conn = Connection(limits=ExplodingLimits())
+    ExplodingLimits.armed = True
+    try:
+        conn.receive_data(begin(5) + record(PARAMS, 5, pairs(SIMPLE)) + record(PARAMS, 5))
+        with pytest.raises(RuntimeError, match="boom") as info:
+            conn.next_event()
+    finally:
+        ExplodingLimits.armed = False
+    with pytest.raises(LocalProtocolError, match="internal error") as again:
+        conn.next_event()
+    assert again.value.__cause__ is info.value
