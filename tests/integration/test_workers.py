@@ -218,6 +218,36 @@ def test_a_reload_whose_workers_cannot_start_keeps_the_old_ones(tmp_path: Path) 
         assert "reload: 2 new worker(s) ready; retiring" in stack.log()
 
 
+def test_a_worker_past_worker_memory_limit_is_killed_and_replaced(tmp_path: Path) -> None:
+    # `..` doubles a string in a few instructions, with no hook between
+    # them: the Lua soft limit cannot see it before the sleep, the master's
+    # RSS check does.
+    scripts = {
+        "pid.lua": SCRIPTS["pid.lua"],
+        "grow.lua": "local s = 'x' for i = 1, 28 do s = s .. s end ngx.sleep(10) ngx.say(#s)",
+    }
+    config = 'lua_memory_limit = "16m"\nworker_memory_limit = "200m"\n'
+    with running_stack(tmp_path, scripts, config) as stack:
+        before = stack.workers()
+        outcome: list[object] = []
+
+        def growing_request() -> None:
+            try:
+                outcome.append(stack.get("grow.lua", timeout=20))
+            except (OSError, EOFError) as exc:  # its worker is killed under it
+                outcome.append(exc)
+
+        grower = threading.Thread(target=growing_request, daemon=True)
+        grower.start()
+        wait_for(lambda: "exceeded its memory limit" in stack.log(), 10, "the memory kill")
+        wait_for(lambda: len(stack.workers() - before) == 1, 10, "a replacement worker")
+        assert "(exceeded its memory limit, worker_memory_limit)" in stack.log()
+        grower.join(5)
+        assert outcome and not isinstance(outcome[0], bytes)  # that one request is lost
+        for _ in range(6):  # the other worker and the replacement serve
+            assert stack.pid_of_answer() in stack.workers()
+
+
 @pytest.mark.parametrize("stack", ["max_requests = 3\n"], indirect=True)
 def test_max_requests_recycles_a_worker(stack: Stack) -> None:
     first = stack.workers()
