@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from fcgi_lua.config import load
+from fcgi_lua.limits import MEMORY_CHECK_INTERVAL
 from fcgi_lua.workers import HEARTBEAT_INTERVAL, Master
 from tests.integration.conftest import free_port
 from tests.integration.fcgi_client import get
@@ -293,13 +294,16 @@ def test_sigterm_refuses_new_connections_at_once_while_requests_finish(stack: St
 
 
 def test_a_crash_loop_replacement_waits_its_back_off_and_no_longer(tmp_path: Path) -> None:
-    config = load(None, {"root": str(tmp_path), "workers": 2})
+    config = load(None, {"root": str(tmp_path), "workers": 2, "worker_memory_limit": 0})
     master = Master(config, lambda: config, lambda *args: 0)
     assert master._next_turn() == HEARTBEAT_INTERVAL / 2
     master._next_spawn = time.monotonic() + 0.1  # a back-off ending sooner
     assert 0 < master._next_turn() <= 0.1
     master._next_spawn = time.monotonic() - 5  # long over
     assert master._next_turn() == HEARTBEAT_INTERVAL / 2
+    # with the memory backstop on, the loop also turns for its RSS checks
+    checked = Master(load(None, {"root": str(tmp_path)}), lambda: config, lambda *args: 0)
+    assert checked._next_turn() == min(HEARTBEAT_INTERVAL / 2, MEMORY_CHECK_INTERVAL)
 
 
 def test_one_worker_is_one_process_that_survives_sighup(tmp_path: Path) -> None:
