@@ -18,7 +18,7 @@ from typing import Any
 
 from fcgi_lua.limits import (
     DEFAULT_LUA_MEMORY_LIMIT,
-    RUNTIME_DEFAULT_MEMORY_LIMIT,
+    DEFAULT_WORKER_MEMORY_LIMIT,
     check_clients,
 )
 
@@ -136,9 +136,10 @@ class Config:
     # Limits (why these defaults: fcgi_lua/limits.py); 0 turns each off.
     max_instructions: int = 100_000_000
     request_timeout: float = 60.0
-    # 256m on PUC Lua, off on LuaJIT (it aborts when a script fills it):
-    # resolved by validate(); docs/runtimes.md.
-    lua_memory_limit: int = RUNTIME_DEFAULT_MEMORY_LIMIT
+    # PUC Lua's allocator enforces it, LuaJIT's soft limit checks it
+    # (docs/runtimes.md); the master kills a worker past worker_memory_limit.
+    lua_memory_limit: int = DEFAULT_LUA_MEMORY_LIMIT
+    worker_memory_limit: int = DEFAULT_WORKER_MEMORY_LIMIT
     # Remove os.execute, io.popen, debug...; confine files to root and the
     # require path (docs/lua-api.md, "Limits and sandbox").
     sandbox: bool = False
@@ -167,9 +168,6 @@ class Config:
     init_worker_script: str = ""
 
     def validate(self, source: str = "config") -> None:
-        if self.lua_memory_limit == RUNTIME_DEFAULT_MEMORY_LIMIT:
-            luajit = (self.lua_runtime or _default_runtime()).startswith("luajit")
-            self.lua_memory_limit = 0 if luajit else DEFAULT_LUA_MEMORY_LIMIT
         for spec in OPTIONS.values():
             value = getattr(self, spec.name)
             problem = spec.check(value) if spec.check else None
@@ -177,12 +175,12 @@ class Config:
                 raise ConfigError(f"{source}: {spec.name}: {problem} (got {value!r})")
         if not self.lua_runtime:
             self.lua_runtime = _default_runtime()
-        if self.lua_memory_limit and self.lua_runtime.startswith("luajit"):
-            # measured: LuaJIT aborts the process when a script fills the
-            # limit (docs/runtimes.md, "What each runtime guarantees")
+        if self.worker_memory_limit and self.worker_memory_limit <= self.lua_memory_limit:
+            # the backstop must sit above the Lua heap it backs up, or every
+            # VM that fills its own limit would cost its whole worker
             raise ConfigError(
-                f"{source}: lua_memory_limit: needs a PUC Lua runtime (lua51 ... lua55), "
-                f"not {self.lua_runtime}"
+                f"{source}: worker_memory_limit: must be 0 or more than lua_memory_limit "
+                f"({self.lua_memory_limit}) (got {self.worker_memory_limit})"
             )
 
     def replace(self, **changes: Any) -> Config:
@@ -336,6 +334,7 @@ OPTIONS: dict[str, Option] = {
         Option("max_instructions", int, _not_negative),
         Option("request_timeout", float, _not_negative),
         Option("lua_memory_limit", int, _check_memory_limit),
+        Option("worker_memory_limit", int, _check_memory_limit),
         Option("sandbox", bool),
         Option("socket_owner", str),
         Option("socket_group", str),

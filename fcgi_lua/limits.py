@@ -46,13 +46,26 @@ DEFAULT_REQUEST_TIMEOUT = 60.0
 # 256 MB leaves room for max_reqs (1024) requests of 100 KB each in flight
 # plus large shared data built by init scripts, and bounds the Lua heap of
 # the whole responder to workers x 256 MB when a script allocates without
-# end.  On LuaJIT, which cannot survive the limit, the default is off
-# (config.py, docs/runtimes.md).
+# end.  PUC Lua's allocator enforces it; on LuaJIT, whose allocator cannot
+# fail safely, it is the soft limit of lua/limits.lua (docs/runtimes.md).
 DEFAULT_LUA_MEMORY_LIMIT = 256 * 1024 * 1024
 
-# Config's lua_memory_limit until validated: the runtime's default (the
-# one above on PUC Lua, off on LuaJIT).  Never accepted from a user.
-RUNTIME_DEFAULT_MEMORY_LIMIT = -1
+# Bytes of resident memory (RSS) one worker process may reach before the
+# master kills and replaces it (0: no check): the hard backstop behind the
+# Lua memory limit, for what no Lua-side check sees (a LuaJIT string built
+# by `..` in a few instructions, a leak in a C module or in Python).  A
+# worker's baseline is 40 to 60 MB (Python, uvloop, the VM); 1 GiB is that
+# plus four full 256 MB Lua heaps, so a VM at its limit that also holds a
+# large body or LuaJIT's kept string buffer (up to the size of the last
+# big string) never trips it, while a runaway still ends before it takes
+# a small host's memory.  Checked by the master every MEMORY_CHECK_INTERVAL
+# from /proc, so it also works while the worker is stuck in one C call.
+DEFAULT_WORKER_MEMORY_LIMIT = 1024 * 1024 * 1024
+
+# Seconds between the master's RSS checks: /proc/<pid>/statm is one small
+# read per worker; at 0.25 s a worker allocating at memcpy speed (a few
+# GB/s) overshoots the limit by about a second's worth of its growth at worst.
+MEMORY_CHECK_INTERVAL = 0.25
 
 # After a memory kill the VM is collected; if its live data still fills
 # more than this share of the limit (the script stored what it allocated
@@ -65,16 +78,32 @@ MEMORY_RECYCLE_SHARE = 0.8
 MEMORY_FULL_SHARE = 0.9
 
 
-def install_budget(lua: Any, max_instructions: int) -> Any:
+def install_limits(lua: Any, max_instructions: int, soft_memory_limit: int) -> Any:
     """Load ``limits.lua`` into a fresh VM, before the prelude; returns its
-    ``bind(context_fn)``.  On LuaJIT this turns the JIT compiler off."""
+    ``bind(context_fn)``.  ``soft_memory_limit`` (bytes, 0: none) is
+    LuaJIT's lua_memory_limit, checked by the hook, at resumes and by the
+    allocating builtins.  On LuaJIT this turns the JIT compiler off."""
     source = resources.files("fcgi_lua.lua").joinpath("limits.lua").read_bytes()
     loaded = lua.eval(b"loadstring or load")(source, b"@limits.lua")
     chunk, err = loaded if isinstance(loaded, tuple) else (loaded, None)
     if chunk is None:
         raise RuntimeError(f"cannot load limits.lua: {err!r}")
-    step = min(HOOK_INTERVAL, max_instructions)
-    return chunk(max_instructions, step)[b"bind"]
+    step = min(HOOK_INTERVAL, max_instructions) if max_instructions else HOOK_INTERVAL
+    return chunk(max_instructions, step, soft_memory_limit / 1024)[b"bind"]
+
+
+def resident_bytes(pid: int) -> int | None:
+    """A process's resident set size, from /proc (Linux); None when it
+    cannot be read (gone, or no /proc)."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            fields = f.read().split()
+    except OSError:
+        return None
+    return int(fields[1]) * PAGE_SIZE
+
+
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def install_sandbox(lua: Any, root: str, package_path: str, body_temp_dir: str = "") -> None:

@@ -8,7 +8,7 @@ does when ``status_path`` is set), so other modules call them freely:
     metrics.lua_error(script)
     metrics.limit_kill(kind, script)        # kind: "instructions", "timeout", "memory"
     metrics.slow_request(script)
-    metrics.worker_restart(reason)          # master side: "crash", "hang", "max_requests"
+    metrics.worker_restart(reason)          # master side: "crash", "hang", "memory", "max_requests"
     metrics.set_lua_memory(nbytes)
     metrics.set_shdict_usage(zone, used, capacity)
 
@@ -93,7 +93,7 @@ def setup(path: str = "") -> str:
 
     _master_metrics["restarts"] = Counter(
         PREFIX + "worker_restarts",
-        "Workers the master replaced, by reason (crash, hang, max_requests).",
+        "Workers the master replaced, by reason (crash, hang, memory, max_requests).",
         ["reason"],
         registry=None,
     )

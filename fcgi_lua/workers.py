@@ -8,7 +8,9 @@ Signal handlers only queue the signal and wake the loop (a self-pipe); the
 loop handles it in ``handle_<signal>``.  Workers prove their event loop is
 alive by writing a byte to a pipe every HEARTBEAT_INTERVAL; one that stays
 silent for ``worker_hang_timeout`` (a script stuck in a blocking call) is
-killed and replaced.
+killed and replaced, and so is one whose resident memory passes
+``worker_memory_limit`` (the backstop of the Lua memory limit: read from
+/proc, so it holds while the worker is stuck in one C call).
 
 Signals: SIGHUP reload (config re-read; new workers start, old ones finish
 their requests), SIGTERM/SIGQUIT graceful stop, SIGINT fast stop, SIGUSR1
@@ -31,6 +33,7 @@ from dataclasses import dataclass, field
 
 from fcgi_lua import metrics
 from fcgi_lua.config import Config, ConfigError
+from fcgi_lua.limits import MEMORY_CHECK_INTERVAL, resident_bytes
 
 log = logging.getLogger("fcgi_lua.master")
 
@@ -54,6 +57,7 @@ class Worker:
     last_beat: float
     retiring: bool = False
     killed_for_hang: bool = False
+    killed_for_memory: bool = False
     # Its first heartbeat came: the VM and the init scripts are done and
     # its loop accepts (cli._serve ticks right after server.start).
     ready: bool = False
@@ -106,6 +110,7 @@ class Master:
                 handler()
             self._reap()
             self._check_heartbeats()
+            self._check_memory()
             if not self.stopping:
                 self._maintain()
                 self._retire_when_replaced()
@@ -116,6 +121,8 @@ class Master:
         """Seconds until the loop must run again: the heartbeat check, or a
         replacement whose crash-loop back-off ends sooner."""
         timeout = HEARTBEAT_INTERVAL / 2
+        if self.config.worker_memory_limit:
+            timeout = min(timeout, MEMORY_CHECK_INTERVAL)
         backoff_left = self._next_spawn - time.monotonic()
         if backoff_left > 0 and not self.stopping:
             timeout = min(timeout, backoff_left)
@@ -213,8 +220,17 @@ class Master:
                 metrics.worker_restart("max_requests")
                 self._crashes = 0
             else:
-                reason = " (hung)" if worker.killed_for_hang else ""
-                metrics.worker_restart("hang" if worker.killed_for_hang else "crash")
+                cause = "crash"
+                if worker.killed_for_hang:
+                    cause = "hang"
+                elif worker.killed_for_memory:
+                    cause = "memory"
+                reason = {
+                    "crash": "",
+                    "hang": " (hung)",
+                    "memory": " (exceeded its memory limit, worker_memory_limit)",
+                }[cause]
+                metrics.worker_restart(cause)
                 if lived < QUICK_DEATH:
                     self._crashes += 1
                     delay = min(MAX_BACKOFF, 0.5 * 2 ** (self._crashes - 1))
@@ -239,6 +255,28 @@ class Master:
                 now - worker.last_beat,
             )
             worker.killed_for_hang = True
+            self._kill(worker.pid, signal.SIGKILL)
+
+    def _check_memory(self) -> None:
+        """Kill a worker whose resident memory passed worker_memory_limit:
+        only its own requests are lost, and the master replaces it."""
+        limit = self.config.worker_memory_limit
+        if not limit:
+            return
+        for worker in self.workers.values():
+            if worker.killed_for_memory or worker.killed_for_hang:
+                continue
+            rss = resident_bytes(worker.pid)
+            if rss is None or rss <= limit:
+                continue
+            log.error(
+                "worker %d exceeded its memory limit: %d bytes resident, worker_memory_limit "
+                "is %d; killing it",
+                worker.pid,
+                rss,
+                limit,
+            )
+            worker.killed_for_memory = True
             self._kill(worker.pid, signal.SIGKILL)
 
     def _signal_workers(self, signum: int, workers: Sequence[Worker] | None = None) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from fcgi_lua.config import load
+from fcgi_lua.limits import MEMORY_CHECK_INTERVAL
 from fcgi_lua.workers import HEARTBEAT_INTERVAL, Master
 from tests.integration.conftest import free_port
 from tests.integration.fcgi_client import get
@@ -218,6 +219,36 @@ def test_a_reload_whose_workers_cannot_start_keeps_the_old_ones(tmp_path: Path) 
         assert "reload: 2 new worker(s) ready; retiring" in stack.log()
 
 
+def test_a_worker_past_worker_memory_limit_is_killed_and_replaced(tmp_path: Path) -> None:
+    # `..` doubles a string in a few instructions, with no hook between
+    # them: the Lua soft limit cannot see it before the sleep, the master's
+    # RSS check does.
+    scripts = {
+        "pid.lua": SCRIPTS["pid.lua"],
+        "grow.lua": "local s = 'x' for i = 1, 28 do s = s .. s end ngx.sleep(10) ngx.say(#s)",
+    }
+    config = 'lua_memory_limit = "16m"\nworker_memory_limit = "200m"\n'
+    with running_stack(tmp_path, scripts, config) as stack:
+        before = stack.workers()
+        outcome: list[object] = []
+
+        def growing_request() -> None:
+            try:
+                outcome.append(stack.get("grow.lua", timeout=20))
+            except (OSError, EOFError) as exc:  # its worker is killed under it
+                outcome.append(exc)
+
+        grower = threading.Thread(target=growing_request, daemon=True)
+        grower.start()
+        wait_for(lambda: "exceeded its memory limit" in stack.log(), 10, "the memory kill")
+        wait_for(lambda: len(stack.workers() - before) == 1, 10, "a replacement worker")
+        assert "(exceeded its memory limit, worker_memory_limit)" in stack.log()
+        grower.join(5)
+        assert outcome and not isinstance(outcome[0], bytes)  # that one request is lost
+        for _ in range(6):  # the other worker and the replacement serve
+            assert stack.pid_of_answer() in stack.workers()
+
+
 @pytest.mark.parametrize("stack", ["max_requests = 3\n"], indirect=True)
 def test_max_requests_recycles_a_worker(stack: Stack) -> None:
     first = stack.workers()
@@ -263,13 +294,16 @@ def test_sigterm_refuses_new_connections_at_once_while_requests_finish(stack: St
 
 
 def test_a_crash_loop_replacement_waits_its_back_off_and_no_longer(tmp_path: Path) -> None:
-    config = load(None, {"root": str(tmp_path), "workers": 2})
+    config = load(None, {"root": str(tmp_path), "workers": 2, "worker_memory_limit": 0})
     master = Master(config, lambda: config, lambda *args: 0)
     assert master._next_turn() == HEARTBEAT_INTERVAL / 2
     master._next_spawn = time.monotonic() + 0.1  # a back-off ending sooner
     assert 0 < master._next_turn() <= 0.1
     master._next_spawn = time.monotonic() - 5  # long over
     assert master._next_turn() == HEARTBEAT_INTERVAL / 2
+    # with the memory backstop on, the loop also turns for its RSS checks
+    checked = Master(load(None, {"root": str(tmp_path)}), lambda: config, lambda *args: 0)
+    assert checked._next_turn() == min(HEARTBEAT_INTERVAL / 2, MEMORY_CHECK_INTERVAL)
 
 
 def test_one_worker_is_one_process_that_survives_sighup(tmp_path: Path) -> None:

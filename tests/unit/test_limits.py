@@ -214,6 +214,49 @@ def test_memory_kept_in_shared_state_recycles_the_worker(tmp_path: Path, runtime
     assert exhausted == [True]
 
 
+@pytest.mark.parametrize(
+    "source",
+    [
+        "local s = string.rep('x', 600 * 1024 * 1024)",
+        "local s = ('x'):rep(300 * 1024 * 1024, 'y')",
+        "local t, s = {}, string.rep('x', 1 << 20) for i = 1, 200 do t[i] = s end "
+        "return table.concat(t)",
+        "local s = string.rep('x', 1 << 20) "
+        "return string.format(string.rep('%s', 100), " + ", ".join(["s"] * 100) + ")",
+    ],
+)
+def test_luajit_allocating_builtins_are_checked_before_the_call(
+    tmp_path: Path, source: str
+) -> None:
+    # one C call where no hook runs: the size is checked against the soft limit first
+    engine = LuaEngine(runtime="luajit21", lua_memory_limit=32 << 20)
+    big = write_script(tmp_path, source, "big.lua")
+    fine = write_script(tmp_path, "ngx.say(#string.rep('y', 100000))", "fine.lua")
+    assert [s for s, _ in run_many(engine, [big, fine])] == [500, 200]
+    assert engine.lua_memory() < 8 << 20
+
+
+def test_luajit_soft_limit_is_catchable_once(tmp_path: Path) -> None:
+    hog = "local t = {} while true do t[#t + 1] = string.rep('x', 1000) .. #t end"
+    caught = write_script(
+        tmp_path, f"local ok, err = pcall(function() {hog} end) ngx.say(ok, ' ', err)", "c.lua"
+    )
+    engine = LuaEngine(runtime="luajit21", lua_memory_limit=32 << 20)
+    assert run_many(engine, [caught]) == [(200, b"false not enough memory\n")]
+    # one that catches it and goes on allocating fails at the next check
+    stubborn = write_script(tmp_path, f"while true do pcall(function() {hog} end) end", "s.lua")
+    assert run_many(engine, [stubborn])[0][0] == 500
+    assert engine.lua_memory() < 8 << 20
+
+
+def test_luajit_soft_limit_keeps_the_jit_off_without_a_budget(tmp_path: Path) -> None:
+    src = write_script(tmp_path, "ngx.say((jit.status()))")
+    engine = LuaEngine(runtime="luajit21", max_instructions=0, lua_memory_limit=32 << 20)
+    assert run_many(engine, [src]) == [(200, b"false\n")]
+    free = LuaEngine(runtime="luajit21", max_instructions=0, lua_memory_limit=0)
+    assert run_many(free, [src]) == [(200, b"true\n")]
+
+
 # -- sandbox -------------------------------------------------------------------------------
 
 
@@ -347,8 +390,13 @@ def test_config_keys(tmp_path: Path) -> None:
         load(None, {"root": str(tmp_path), "allowed_clients": ["nonsense"]})
     with pytest.raises(ConfigError, match="lua_memory_limit"):
         load(None, {"root": str(tmp_path), "lua_memory_limit": "1k"})
-    with pytest.raises(ConfigError, match="lua_memory_limit: needs a PUC Lua runtime"):
-        load(None, {"root": str(tmp_path), "lua_memory_limit": "64m", "lua_runtime": "luajit21"})
+    luajit = load(
+        None, {"root": str(tmp_path), "lua_memory_limit": "64m", "lua_runtime": "luajit21"}
+    )
+    assert luajit.lua_memory_limit == 64 << 20  # the soft limit
+    with pytest.raises(ConfigError, match="worker_memory_limit: must be 0 or more than"):
+        load(None, {"root": str(tmp_path), "lua_memory_limit": "64m", "worker_memory_limit": "32m"})
+    assert load(None, {"root": str(tmp_path), "worker_memory_limit": 0}).worker_memory_limit == 0
     with pytest.raises(ConfigError, match="max_instructions"):
         load(None, {"root": str(tmp_path), "max_instructions": -1})
 
