@@ -71,7 +71,9 @@ EDGES += [BIT_RANGE, -BIT_RANGE, 2.0**40, -(2.0**45), 12345678.75]
 
 numbers = st.one_of(
     st.integers(-BIT_RANGE, BIT_RANGE),
-    st.floats(-BIT_RANGE, BIT_RANGE, allow_nan=False),
+    # no subnormals: BIT_OPS's own `y % 37` on one (-5e-324) differs between
+    # PUC Lua and LuaJIT, which is not what compat.lua's bit promises
+    st.floats(-BIT_RANGE, BIT_RANGE, allow_nan=False, allow_subnormal=False),
     st.integers(-(2**33), 2**33),
     st.sampled_from(EDGES),
 )
