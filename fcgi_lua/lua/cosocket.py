@@ -445,7 +445,7 @@ class TcpConnection(asyncio.Protocol):
             # the script asked for more than is buffered: let it in
             self.reading_paused = False
             self.transport.resume_reading()
-        loop = asyncio.get_running_loop()
+        loop = self.manager.loop()
         self.waiter = loop.create_future()
         self.timer = loop.call_later(_seconds(timeout_ms), self._read_timed_out)
         return PENDING
@@ -713,7 +713,7 @@ class _Drain:
         self.conn = conn
         self.sent = sent
         self.failure: tuple[str, bytes | None] = ("closed", None)
-        loop = asyncio.get_running_loop()
+        loop = conn.manager.loop()
         self.future: asyncio.Future[Any] = loop.create_future()
         self.timer = loop.call_later(timeout, self._timed_out)
 
@@ -774,7 +774,7 @@ class _Handshake:
         if transport is None or not conn.usable():
             self.failure = ("closed", None)
             return None
-        loop = asyncio.get_running_loop()
+        loop = self.conn.manager.loop()
         context = self.conn.manager.tls_context(self.verify)
         try:
             new = await asyncio.wait_for(
@@ -808,6 +808,15 @@ class Cosockets:
     def __init__(self) -> None:
         self.pools: dict[bytes, Pool] = {}
         self._tls: dict[bool, ssl.SSLContext] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The worker's loop, looked up once: asyncio.get_running_loop() is
+        a getpid() syscall on Python 3.11 (two per redis INCR, measured)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
 
     def tls_context(self, verify: bool) -> ssl.SSLContext:
         context = self._tls.get(verify)
@@ -904,7 +913,7 @@ class Cosockets:
     ) -> Any:
         """Connect ``conn`` (after a backlog wait, if its pool is full)."""
         timeout = _seconds(timeout_ms)
-        loop = asyncio.get_running_loop()
+        loop = self.loop()
         deadline = loop.time() + timeout
         if pool is not None:
             if pool.backlog >= 0:
@@ -1055,7 +1064,7 @@ class Cosockets:
             oldest.shutdown()
             _OBJECTS.pop(oldest.handle, None)
         ms = DEFAULT_KEEPALIVE_MS if idle_ms is None else int(idle_ms)
-        loop = asyncio.get_running_loop()
+        loop = self.loop()
         # 0 means no idle timeout; a far timer keeps "pooled" = "has a timer"
         delay = ms / 1000.0 if ms > 0 else 365 * 86400.0
         conn.idle_timer = loop.call_later(delay, self.drop_idle, conn)
@@ -1128,7 +1137,7 @@ class Cosockets:
         if udp.error is not None:
             err, udp.error = udp.error, None
             return None, err.encode()
-        loop = asyncio.get_running_loop()
+        loop = self.loop()
         udp.waiter = loop.create_future()
         udp.timer = loop.call_later(_seconds(timeout_ms), udp._timed_out)
         return PENDING
