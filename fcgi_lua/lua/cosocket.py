@@ -292,7 +292,88 @@ def _partial(buf: bytearray, mode: int) -> bytes:
     return partial
 
 
-class TcpConnection(asyncio.Protocol):
+class _PendingRead:
+    """One read at a time on a byte stream, as socket.lua's receive and
+    receiveuntil want it: the read completes from ``buffer`` at once, or
+    waits (with its timeout) until ``_progress`` or ``_read_timed_out``
+    settles it.  ``TcpConnection`` and ``BodyReader`` (ngx.req.socket) are
+    the two streams; each says how to ``attempt`` a read and which loop it
+    runs on, and may act after a read or before a wait."""
+
+    buffer: bytearray
+    op: tuple[int, int, UntilState | None] | None
+    waiter: asyncio.Future[Any] | None
+    timer: asyncio.TimerHandle | None
+    failure: tuple[str, bytes | None]
+
+    def attempt(self) -> Any:
+        """Complete the current read op: the data, None (a failure, in
+        self.failure) or PENDING."""
+        raise NotImplementedError
+
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        raise NotImplementedError
+
+    def _after_read(self) -> None:
+        """A read completed or timed out (the buffer may have room again)."""
+
+    def _before_wait(self) -> None:
+        """A read found too little buffered and is about to wait."""
+
+    def start_read(self, mode: int, size: int, until: UntilState | None, timeout_ms: Any) -> Any:
+        self.op = (mode, size, until)
+        result = self.attempt()
+        if result is not PENDING:
+            self.op = None
+            self._after_read()
+            return result
+        self._before_wait()
+        loop = self._loop()
+        self.waiter = loop.create_future()
+        self.timer = loop.call_later(_seconds(timeout_ms), self._read_timed_out)
+        return PENDING
+
+    def _progress(self) -> None:
+        result = self.attempt()
+        if result is PENDING:
+            return
+        waiter = self.waiter
+        self.op = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self._after_read()
+        if waiter is not None and not waiter.done():
+            waiter.set_result(result)
+
+    def _read_timed_out(self) -> None:
+        self.timer = None
+        if self.op is None:
+            return
+        mode = self.op[0]
+        self.op = None
+        # A read timeout is not fatal (lua-nginx-module >= 0.8.8): the
+        # stream stays open; what arrived so far is handed over as partial.
+        self.failure = ("timeout", _partial(self.buffer, mode))
+        self._after_read()
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _wait_read(self) -> Any:
+        waiter = self.waiter
+        assert waiter is not None
+        try:
+            return await waiter
+        finally:
+            self.waiter = None
+            self.op = None  # still set only if cancelled (request aborted)
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+
+
+class TcpConnection(_PendingRead, asyncio.Protocol):
     """One stream connection (TCP or unix) and its receive buffer."""
 
     def __init__(self, manager: Cosockets, key: bytes) -> None:
@@ -416,53 +497,22 @@ class TcpConnection(asyncio.Protocol):
             return None
         return PENDING
 
-    def _progress(self) -> None:
-        result = self.attempt()
-        if result is PENDING:
-            return
-        waiter = self.waiter
-        self.op = None
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        self._maybe_resume_reading()
-        if waiter is not None and not waiter.done():
-            waiter.set_result(result)
-
     def _maybe_resume_reading(self) -> None:
         if self.reading_paused and len(self.buffer) < LOW_WATER and self.transport is not None:
             self.reading_paused = False
             self.transport.resume_reading()
 
-    def start_read(self, mode: int, size: int, until: UntilState | None, timeout_ms: Any) -> Any:
-        self.op = (mode, size, until)
-        result = self.attempt()
-        if result is not PENDING:
-            self.op = None
-            self._maybe_resume_reading()
-            return result
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        return self.manager.loop()
+
+    def _after_read(self) -> None:
+        self._maybe_resume_reading()
+
+    def _before_wait(self) -> None:
         if self.reading_paused and self.transport is not None:
             # the script asked for more than is buffered: let it in
             self.reading_paused = False
             self.transport.resume_reading()
-        loop = self.manager.loop()
-        self.waiter = loop.create_future()
-        self.timer = loop.call_later(_seconds(timeout_ms), self._read_timed_out)
-        return PENDING
-
-    def _read_timed_out(self) -> None:
-        self.timer = None
-        if self.op is None:
-            return
-        mode = self.op[0]
-        self.op = None
-        # A read timeout is not fatal (lua-nginx-module >= 0.8.8): the
-        # socket stays open; what arrived so far is handed over as partial.
-        self.failure = ("timeout", _partial(self.buffer, mode))
-        self._maybe_resume_reading()
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
     # -- waiting (perform) -------------------------------------------------------------
 
@@ -470,20 +520,10 @@ class TcpConnection(asyncio.Protocol):
         if self.connect_args is not None:
             args, self.connect_args = self.connect_args, None
             return await self.manager.open(self, *args)
-        waiter = self.waiter
-        assert waiter is not None
-        try:
-            return await waiter
-        finally:
-            self.waiter = None
-            if self.op is not None:  # cancelled (request aborted)
-                self.op = None
-            if self.timer is not None:
-                self.timer.cancel()
-                self.timer = None
+        return await self._wait_read()
 
 
-class BodyReader:
+class BodyReader(_PendingRead):
     """``ngx.req.socket()``: the request body, read as it streams in, with
     the reads of a cosocket (socket.lua's receive and receiveuntil).
 
@@ -528,54 +568,16 @@ class BodyReader:
         self.read_closed = True
         return None
 
-    def start_read(self, mode: int, size: int, until: UntilState | None, timeout_ms: Any) -> Any:
-        self.op = (mode, size, until)
-        result = self.attempt()
-        if result is not PENDING:
-            self.op = None
-            return result
-        loop = asyncio.get_running_loop()
-        self.waiter = loop.create_future()
-        self.timer = loop.call_later(_seconds(timeout_ms), self._read_timed_out)
-        return PENDING
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        return asyncio.get_running_loop()
 
     def _on_body(self) -> None:
         # more of the body came (or its end): complete the pending read
-        if self.op is None:
-            return
-        result = self.attempt()
-        if result is PENDING:
-            return
-        self.op = None
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(result)
-
-    def _read_timed_out(self) -> None:
-        self.timer = None
-        if self.op is None:
-            return
-        mode = self.op[0]
-        self.op = None
-        self.failure = ("timeout", _partial(self.buffer, mode))
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if self.op is not None:
+            self._progress()
 
     async def wait(self) -> Any:
-        waiter = self.waiter
-        assert waiter is not None
-        try:
-            return await waiter
-        finally:
-            self.waiter = None
-            self.op = None
-            if self.timer is not None:
-                self.timer.cancel()
-                self.timer = None
+        return await self._wait_read()
 
 
 def open_body_reader(owner_handle: int, body: Any) -> int | None:
