@@ -9,6 +9,7 @@ This module never starts anything.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import re
 import tomllib
@@ -167,19 +168,25 @@ class Config:
     init_script: str = ""
     init_worker_script: str = ""
 
-    def validate(self, source: str = "config") -> None:
+    def validate(self, sources: Mapping[str, str] | str = "config") -> None:
+        """Check every option once; ``sources`` names where each key came
+        from (a file, "command line"), or is one name for all of them."""
         for spec in OPTIONS.values():
             value = getattr(self, spec.name)
             problem = spec.check(value) if spec.check else None
             if problem:
-                raise ConfigError(f"{source}: {spec.name}: {problem} (got {value!r})")
-        if not self.lua_runtime:
-            self.lua_runtime = _default_runtime()
+                where = sources if isinstance(sources, str) else sources.get(spec.name, "config")
+                raise ConfigError(f"{where}: {spec.name}: {problem} (got {toml_repr(value)})")
         if self.worker_memory_limit and self.worker_memory_limit <= self.lua_memory_limit:
             # the backstop must sit above the Lua heap it backs up, or every
             # VM that fills its own limit would cost its whole worker
+            where = (
+                sources
+                if isinstance(sources, str)
+                else sources.get("worker_memory_limit", sources.get("lua_memory_limit", "config"))
+            )
             raise ConfigError(
-                f"{source}: worker_memory_limit: must be 0 or more than lua_memory_limit "
+                f"{where}: worker_memory_limit: must be 0 or more than lua_memory_limit "
                 f"({self.lua_memory_limit}) (got {self.worker_memory_limit})"
             )
 
@@ -189,10 +196,14 @@ class Config:
 
 @dataclass(frozen=True)
 class Option:
+    """One key: its TOML type (``kind``), how a value is read (``read``:
+    "size" takes 8k/1m, "mode" an octal string; "" the kind alone) and the
+    check of a read value, which returns the problem or None."""
+
     name: str
     kind: type
     check: Callable[[Any], str | None] | None = None
-    item_kind: type | None = None
+    read: str = ""
 
 
 def _positive(value: float) -> str | None:
@@ -300,19 +311,19 @@ def _check_runtime(value: str) -> str | None:
 OPTIONS: dict[str, Option] = {
     spec.name: spec
     for spec in (
-        Option("listen", list, _check_listen, str),
+        Option("listen", list, _check_listen),
         Option("root", str, _check_root),
         Option("workers", int, _check_workers),
         Option("debug", bool),
-        Option("socket_mode", int, _check_mode),
-        Option("extensions", list, _check_extensions, str),
+        Option("socket_mode", int, _check_mode, read="mode"),
+        Option("extensions", list, _check_extensions),
         Option("lua_runtime", str, _check_runtime),
         Option("recompile", str, _one_of(RECOMPILE_POLICIES)),
         Option("recompile_interval", float, _not_negative),
-        Option("max_params_bytes", int, _positive),
+        Option("max_params_bytes", int, _positive, read="size"),
         Option("max_params_count", int, _positive),
-        Option("client_max_body_size", int, _positive),
-        Option("client_body_buffer_size", int, _positive),
+        Option("client_max_body_size", int, _positive, read="size"),
+        Option("client_body_buffer_size", int, _positive, read="size"),
         Option("client_body_temp_path", str, _check_temp_path),
         Option("max_conns", int, _positive),
         Option("backlog", int, _positive),
@@ -326,20 +337,20 @@ OPTIONS: dict[str, Option] = {
         Option("slow_resume_warning", float, _not_negative),
         Option("max_pending_timers", int, _positive),
         Option("max_running_timers", int, _positive),
-        Option("write_buffer_high", int, _positive),
-        Option("cgi_patterns", list, None, str),
+        Option("write_buffer_high", int, _positive, read="size"),
+        Option("cgi_patterns", list),
         Option("cgi_shebang", bool),
         Option("lua_package_path", str),
         Option("lua_package_cpath", str),
         Option("max_instructions", int, _not_negative),
         Option("request_timeout", float, _not_negative),
-        Option("lua_memory_limit", int, _check_memory_limit),
-        Option("worker_memory_limit", int, _check_memory_limit),
+        Option("lua_memory_limit", int, _check_memory_limit, read="size"),
+        Option("worker_memory_limit", int, _check_memory_limit, read="size"),
         Option("sandbox", bool),
         Option("socket_owner", str),
         Option("socket_group", str),
-        Option("allowed_clients", list, check_clients, str),
-        Option("shared_dicts", dict, _check_shared_dicts, int),
+        Option("allowed_clients", list, check_clients),
+        Option("shared_dicts", dict, _check_shared_dicts),
         Option("shared_dict_path", str, _check_shared_dict_path),
         Option("status_path", str, _check_uri_path),
         Option("ping_path", str, _check_uri_path),
@@ -379,68 +390,93 @@ def parse_size(value: str | int) -> int:
     return int(digits) * scale
 
 
+def toml_repr(value: Any) -> str:
+    """A value as the user wrote it in TOML (true, "two", [2]), not as
+    Python prints it (True, 'two')."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_repr(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{key} = {toml_repr(item)}" for key, item in value.items()) + "}"
+    return str(value)
+
+
+_EXPECTED = {bool: "true or false", float: "a number", str: "a string"}
+
+
 def coerce(spec: Option, value: Any, source: str) -> Any:
     """Turn a TOML or CLI value into the option's type, or fail naming it."""
     where = f"{source}: {spec.name}"
-    if spec.kind is bool:
-        if isinstance(value, bool):
+    got = f"(got {toml_repr(value)})"
+    if spec.kind is bool or spec.kind is str:
+        if isinstance(value, spec.kind):
             return value
-        raise ConfigError(f"{where}: expected true or false (got {value!r})")
-    if spec.kind is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{where}: expected an integer (got {value!r})")
-        if spec.name == "socket_mode" and isinstance(value, str):
+    elif spec.kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif spec.kind is int:
+        if spec.read == "mode" and isinstance(value, str):
             try:
                 return int(value, 8)
             except ValueError as exc:
-                raise ConfigError(f"{where}: expected an octal mode like '0660'") from exc
-        try:
-            return parse_size(value) if isinstance(value, (int, str)) else int(value)
-        except ValueError as exc:
-            raise ConfigError(f"{where}: {exc}") from exc
-    if spec.kind is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(f"{where}: expected a number (got {value!r})")
-    if spec.kind is dict:  # name -> size (shared_dicts)
+                raise ConfigError(f'{where}: expected an octal mode like "0660" {got}') from exc
+        if spec.read == "size" and isinstance(value, str):
+            try:
+                return parse_size(value)
+            except ValueError as exc:
+                raise ConfigError(f"{where}: {exc}") from exc
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        expected = "a size like 512, 8k or 1m" if spec.read == "size" else "a whole number"
+        raise ConfigError(f"{where}: expected {expected} {got}")
+    elif spec.kind is dict:  # name -> size (shared_dicts)
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a table of name = size (got {value!r})")
+            raise ConfigError(f"{where}: expected a table of name = size {got}")
         sizes = {}
         for name, size in value.items():
             if isinstance(size, bool) or not isinstance(size, (int, str)):
-                raise ConfigError(f"{where}: {name}: expected a size like 10m (got {size!r})")
+                raise ConfigError(
+                    f"{where}: {name}: expected a size like 10m (got {toml_repr(size)})"
+                )
             try:
                 sizes[name] = parse_size(size)
             except ValueError as exc:
                 raise ConfigError(f"{where}: {name}: {exc}") from exc
         return sizes
-    if spec.kind is list:
+    elif spec.kind is list:
         items = [value] if isinstance(value, str) else value
-        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
-            raise ConfigError(f"{where}: expected a list of strings (got {value!r})")
-        return list(items)
-    if not isinstance(value, str):
-        raise ConfigError(f"{where}: expected a string (got {value!r})")
-    return value
+        if isinstance(items, list) and all(isinstance(i, str) for i in items):
+            return list(items)
+        raise ConfigError(f"{where}: expected a list of strings {got}")
+    raise ConfigError(f"{where}: expected {_EXPECTED[spec.kind]} {got}")
 
 
-def apply(config: Config, values: Mapping[str, Any], source: str) -> Config:
-    changes = {}
-    for key, value in values.items():
+def _unknown(key: str, source: str) -> ConfigError:
+    close = difflib.get_close_matches(key, OPTIONS, n=1, cutoff=0.75)
+    hint = f"; did you mean {close[0]!r}?" if close else " (docs/configuration.md lists them)"
+    return ConfigError(f"{source}: unknown key {key!r}{hint}")
+
+
+def apply(
+    values: dict[str, Any], sources: dict[str, str], given: Mapping[str, Any], source: str
+) -> None:
+    """Read ``given`` (one file's or the command line's keys) into
+    ``values``, remembering in ``sources`` where each came from."""
+    for key, value in given.items():
         spec = OPTIONS.get(key)
         if spec is None:
-            raise ConfigError(f"{source}: unknown key {key!r}")
-        changes[key] = coerce(spec, value, source)
-        problem = spec.check(changes[key]) if spec.check else None
-        if problem:
-            raise ConfigError(f"{source}: {key}: {problem} (got {value!r})")
-    return config.replace(**changes)
+            raise _unknown(key, source)
+        values[key] = coerce(spec, value, source)
+        sources[key] = source
 
 
 def load(path: str | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
     """Defaults, then the TOML file, then CLI overrides; validated once."""
-    config = Config()
-    source = "command line"
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     if path is not None:
         try:
             with open(path, "rb") as handle:
@@ -449,10 +485,14 @@ def load(path: str | None = None, overrides: Mapping[str, Any] | None = None) ->
             raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-        config = apply(config, data, path)
-        source = path
+        apply(values, sources, data, path)
     if overrides:
-        config = apply(config, overrides, "command line")
-        source = "command line" if path is None else f"{path} + command line"
-    config.validate(source)
+        apply(values, sources, overrides, "command line")
+    if not values.get("lua_runtime"):
+        values["lua_runtime"] = _default_runtime()
+    config = Config(**values)
+    # a key left at its default is blamed on where the options came from
+    for name in OPTIONS:
+        sources.setdefault(name, path or "command line")
+    config.validate(sources)
     return config

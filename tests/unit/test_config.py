@@ -72,6 +72,21 @@ def test_toml_then_cli_overrides(tmp_path: Path) -> None:
         ("max_reqs = 0\n", "max_reqs: must be > 0"),
         ('root = "/no/such/dir"\n', "root: is not a directory"),
         ("debug = \n", "not valid TOML"),
+        # each says what it expected, in TOML's spelling, never a traceback
+        ("workers = [2]\n", "workers: expected a whole number (got [2])"),
+        ("[workers]\ncount = 2\n", "workers: expected a whole number (got {count = 2})"),
+        ('workers = "two"\n', 'workers: expected a whole number (got "two")'),
+        ("workers = 2.5\n", "workers: expected a whole number (got 2.5)"),
+        ("workers = true\n", "workers: expected a whole number (got true)"),
+        ('client_max_body_size = "lots"\n', "'lots' is not a size like 512, 8k or 1m"),
+        ("client_max_body_size = 1.5\n", "expected a size like 512, 8k or 1m (got 1.5)"),
+        ('socket_mode = "rw"\n', 'expected an octal mode like "0660" (got "rw")'),
+        ("debug = 1\n", "debug: expected true or false (got 1)"),
+        ("shutdown_timeout = true\n", "expected a number (got true)"),
+        ("error_log = 2\n", "error_log: expected a string (got 2)"),
+        ("listen = [1]\n", "listen: expected a list of strings (got [1])"),
+        ("workrs = 2\n", "unknown key 'workrs'; did you mean 'workers'?"),
+        ("runtime = 'lua54'\n", "unknown key 'runtime'; did you mean 'lua_runtime'?"),
     ],
 )
 def test_bad_file_names_file_and_key(tmp_path: Path, text: str, message: str) -> None:
@@ -80,6 +95,23 @@ def test_bad_file_names_file_and_key(tmp_path: Path, text: str, message: str) ->
         load(path, {"root": str(tmp_path)} if "root" not in text else None)
     assert str(info.value).startswith(path)
     assert message in str(info.value)
+
+
+def test_a_bad_value_names_where_it_came_from(tmp_path: Path) -> None:
+    path = write(tmp_path, f'root = "{tmp_path}"\nmax_reqs = 0\n')
+    with pytest.raises(ConfigError) as info:
+        load(path, {"workers": 2})
+    assert str(info.value).startswith(f"{path}: max_reqs: must be > 0")
+    with pytest.raises(ConfigError) as info:
+        load(path, {"workers": 0, "max_reqs": 1})
+    assert str(info.value).startswith("command line: workers: must be between")
+
+
+def test_loading_checks_without_changing_what_it_checks(tmp_path: Path) -> None:
+    config = load(None, {"root": str(tmp_path)})
+    before = config.replace()
+    config.validate()
+    assert config == before
 
 
 def test_missing_root_is_named() -> None:
