@@ -47,9 +47,12 @@ mk.print("data " .. dump(p1))
 mk.print("data all " .. dump(p2))
 mk.print("cookies " .. dump(mk.cookies.get_cookies()))
 
-mk.cookies.set_cookie{name = "name", value = "nithin", httponly = true, secure = true,
-                      domain = "monkey.com", expiry = os.time() + 60 * 60 * 8}
-mk.cookie.set_cookie{name = "blog", value = "spelling", secure = true,
+-- No domain and no secure flag: a browser on http://127.0.0.1 keeps these
+-- (the plugin's own example sets domain = "monkey.com" and secure = true,
+-- which such a browser drops; add them for a real HTTPS site).
+mk.cookies.set_cookie{name = "name", value = "nithin", httponly = true,
+                      expiry = os.time() + 60 * 60 * 8}
+mk.cookie.set_cookie{name = "blog", value = "spelling",
                      expires = os.time() + 60 * 60 * 12}
 
 mk.print("last line !")

@@ -439,7 +439,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fcgi-lua",
         description="A FastCGI responder that runs Lua scripts OpenResty-style.",
     )
-    parser.add_argument("--version", action="version", version=f"fcgi-lua {__version__}")
+    # as pip's: which copy runs matters when several checkouts are installed
+    here = os.path.dirname(os.path.abspath(__file__))
+    python = ".".join(map(str, sys.version_info[:2]))
+    version = f"fcgi-lua {__version__} from {here} (python {python})"
+    parser.add_argument("--version", action="version", version=version)
     sub = parser.add_subparsers(dest="command", required=True)
 
     common = argparse.ArgumentParser(add_help=False)

@@ -251,10 +251,41 @@ UPLOAD = (
 ).encode()
 
 CASES = {
-    "index": Case("/", body=("fcgi-lua",)),
+    "index": Case(
+        "/",
+        body=('<a href="/json.lua?name=Lua">', '<a href="/upload.lua">', "/fcgi-status?html"),
+    ),
     "hello": Case(
         "/hello.lua?name=Lua",
         body=("<h1>Hello, Lua!</h1>", "<p>GET /hello.lua?name=Lua</p>", "served at"),
+        headers=(("content-type", r"text/html; charset=utf-8"),),
+    ),
+    "hello escapes html": Case(
+        "/hello.lua?name=John%20%3Cb%3ESmith",
+        body=("<h1>Hello, John &lt;b&gt;Smith!</h1>",),
+    ),
+    "json get": Case(
+        "/json.lua?name=Lua",
+        body=('"hello":"Lua"',),
+        headers=(("content-type", r"application/json"),),
+    ),
+    "json post": Case(
+        "/json.lua",
+        method="POST",
+        request_headers=(("Content-Type", "application/json"),),
+        request_body=b'{"b": [1, 2], "a": true}',
+        body=('"keys":["a","b"]', '"b":[1,2]'),
+    ),
+    "json not json": Case(
+        "/json.lua",
+        method="POST",
+        request_body=b"{oops",
+        status=400,
+        body=('"error":"expected a JSON object: Expected object key string',),
+    ),
+    "status html": Case(
+        "/fcgi-status?html",
+        body=("<h1>fcgi-lua status</h1>", "<h2>Workers</h2>"),
         headers=(("content-type", r"text/html; charset=utf-8"),),
     ),
     "args": Case(

@@ -120,6 +120,37 @@ def test_status_json_has_php_fpm_fields(recorder: metrics.Recorder) -> None:
     assert process["state"] == "Running"
 
 
+def test_status_names_the_slowest_scripts(recorder: metrics.Recorder) -> None:
+    for seconds in (0.5, 1.5):
+        metrics.request_finished("/srv/www/slow.lua", 200, seconds)
+    metrics.request_finished("/srv/www/fast.lua", 200, 0.002)
+    data = json.loads(body(status.status_response("", "", pool="p", in_flight=0, served=3)))
+    assert data["slowest scripts"] == [
+        {"script": "/slow.lua", "requests": 2, "mean seconds": 1.0},
+        {"script": "/fast.lua", "requests": 1, "mean seconds": 0.002},
+    ]
+
+
+def test_status_html_for_a_browser(recorder: metrics.Recorder) -> None:
+    metrics.request_finished("/srv/www/<b>.lua", 200, 0.25)
+    metrics.set_lua_memory(3 * 1024 * 1024)
+    page = status.status_response("html", "text/html", pool="p", in_flight=0, served=1)
+    assert page.startswith(b"Status: 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n")
+    text = body(page)
+    assert "<h1>fcgi-lua status</h1>" in text
+    assert "<td>3.0 MB</td>" in text  # memory in MB, not bytes
+    assert "<td>/&lt;b&gt;.lua</td><td>1</td><td>250.0 ms</td>" in text  # escaped
+    assert "<td>up for</td><td>0 s</td>" in text or "<td>up for</td><td>1 s</td>" in text
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [(0, "0 s"), (59, "59 s"), (61, "1 min 1 s"), (3 * 3600 + 120, "3 h 2 min"), (9e4, "1 d 1 h")],
+)
+def test_status_durations_read_as_units(seconds: int, shown: str) -> None:
+    assert status._duration(seconds) == shown
+
+
 def test_openmetrics_and_head(recorder: metrics.Recorder) -> None:
     metrics.request_finished("/srv/www/a.lua", 200, 0.01)
     accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
@@ -141,6 +172,7 @@ def test_openmetrics_and_head(recorder: metrics.Recorder) -> None:
         ("", "text/plain;version=0.0.4", "prometheus"),
         ("", "application/openmetrics-text; version=1.0.0", "openmetrics"),
         ("", "text/html", "json"),
+        ("html", "", "html"),
     ],
 )
 def test_choose_format(query: str, accept: str, expected: str) -> None:
