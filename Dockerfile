@@ -13,13 +13,15 @@ FROM python:3.11-slim-bookworm
 # Pure-Lua OpenResty libraries that scripts `require` (resty.redis ...,
 # docs/lua-api.md "Cosockets").  Debian packages them as lua-nginx-*, with
 # a dependency on nginx-extras that fcgi-lua does not need: unpack their
-# Lua files only.
+# Lua files only.  lua-cjson is the C module OpenResty bundles (examples/
+# json.lua; it needs only libc, and LuaJIT loads it from Debian's lua/5.1
+# directory, docs/c-modules.md).
 WORKDIR /tmp/lua-libs
 # hadolint ignore=DL3008
 RUN set -eux; \
     apt-get update; \
     apt-get download lua-nginx-redis lua-nginx-memcached lua-nginx-dns \
-        lua-nginx-websocket lua-nginx-cookie; \
+        lua-nginx-websocket lua-nginx-cookie lua-cjson; \
     for deb in ./*.deb; do dpkg-deb -x "$deb" /; done; \
     rm -rf /tmp/lua-libs/* /var/lib/apt/lists/* /usr/share/doc/lua-nginx-*
 
