@@ -7,8 +7,9 @@ one, and is reported as skipped otherwise:
         python3 -m pytest tests/e2e/test_e2e_monkey.py
 
 ``MONKEY_PLUGINS`` defaults to the first of the binary's directory,
-``../lib``, ``../lib/monkey``, ``/usr/lib`` and ``/usr/local/lib`` that
-holds ``monkey-fastcgi.so``.
+``lib/monkey`` beside it (a ``-DBUILD_LOCAL=1`` build's layout), ``../lib``,
+``../lib/monkey``, ``/usr/lib`` and ``/usr/local/lib`` that holds
+``monkey-fastcgi.so``.  Only Monkey is needed: nginx may be missing.
 
 The shipped ``monkey_conf/`` is rendered into a temp dir with only its
 ports and paths substituted (each substituted line is asserted to exist,
@@ -72,7 +73,7 @@ def plugins_dir(binary: str) -> Path:
     if given:
         return Path(given)
     here = Path(binary).resolve().parent
-    candidates = [here, here.parent / "lib", here.parent / "lib" / "monkey"]
+    candidates = [here, here / "lib" / "monkey", here.parent / "lib", here.parent / "lib" / "monkey"]
     candidates += [Path("/usr/lib"), Path("/usr/local/lib")]
     for candidate in candidates:
         if (candidate / "monkey-fastcgi.so").exists():
@@ -167,6 +168,8 @@ def monkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MonkeyStack]:
     for name, source in EXTRA_SCRIPTS.items():
         (root / name).write_text(source)
     (root / "static.txt").write_text("served by Monkey\n")
+    shutil.copy(REPO / "examples" / "index.html", root / "index.html")  # what "/" gets
+    (root / "index.lua").write_text('ngx.say("the index script")\n')
     (root / "a b").mkdir()
     (root / "a b" / "uri.lua").write_text(
         'ngx.say("uri=", ngx.var.uri, " request_uri=", ngx.var.request_uri)\n'
@@ -517,6 +520,16 @@ def test_static_files_stay_with_monkey(monkey: MonkeyStack) -> None:
     assert resp.status == 200
     assert resp.text == "served by Monkey\n"
     assert resp.header("status") is None  # not a FastCGI response
+
+
+def test_root_leads_to_the_index_script(monkey: MonkeyStack) -> None:
+    # Monkey's Indexfile serves index files statically, so "/" cannot run
+    # index.lua; examples/index.html (shipped for this) sends browsers on.
+    resp = get(monkey, "/")
+    assert resp.status == 200
+    assert '<meta http-equiv="refresh" content="0; url=/index.lua">' in resp.text
+    assert "ngx.say" not in resp.text  # never a script's source
+    assert get(monkey, "/index.lua").text == "the index script\n"
 
 
 # -- load: zero failures ---------------------------------------------------------
