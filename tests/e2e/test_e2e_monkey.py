@@ -73,7 +73,8 @@ def plugins_dir(binary: str) -> Path:
     if given:
         return Path(given)
     here = Path(binary).resolve().parent
-    candidates = [here, here / "lib" / "monkey", here.parent / "lib", here.parent / "lib" / "monkey"]
+    candidates = [here, here / "lib" / "monkey"]  # the binary's, a BUILD_LOCAL build's
+    candidates += [here.parent / "lib", here.parent / "lib" / "monkey"]
     candidates += [Path("/usr/lib"), Path("/usr/local/lib")]
     for candidate in candidates:
         if (candidate / "monkey-fastcgi.so").exists():
