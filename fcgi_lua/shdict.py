@@ -230,6 +230,11 @@ class SharedDicts:
         except (OSError, lmdb.Error) as exc:
             raise SharedDictError(f"cannot open the shared dict store {path}: {exc}") from exc
         self.ids = {zone.name: i for i, zone in enumerate(self._zones, 1)}
+        # LMDB keys are at most max_key_size() bytes (511 as built), not
+        # nginx's 65535: longer keys get nginx's "key too long" instead of an
+        # MDB_BAD_VALSIZE.  A list item's key adds 10 bytes (_item_key), an
+        # LRU entry's 8.
+        self.max_key_len = min(MAX_KEY_LEN, self._env.max_key_size() - 10)
         self._touched: dict[tuple[int, bytes], int] = {}
         self._touch_deadline = 0.0
 
@@ -257,6 +262,7 @@ class SharedDicts:
             b"get_keys": get_keys,
             b"capacity": self.capacity,
             b"free_space": self.free_space,
+            b"max_key_len": self.max_key_len,
         }
 
     # -- reads (a read transaction, no lock) ---------------------------------

@@ -449,6 +449,12 @@ def compile_pattern(pattern: bytes, opts: bytes) -> Compiled:
         flags |= regex.DOTALL
     if b"x" in opts:
         flags |= regex.VERBOSE
+    # "d": PCRE's DFA matcher (pcre_dfa_exec), which returns the longest
+    # match at the leftmost position where one starts -- regex's POSIX mode --
+    # and no submatch captures (lua-nginx-module gives it one ovector pair).
+    dfa = b"d" in opts
+    if dfa:
+        flags |= regex.POSIX
     if unicode:
         try:
             source = pattern.decode("utf-8")
@@ -471,7 +477,10 @@ def compile_pattern(pattern: bytes, opts: bytes) -> Compiled:
     except (ValueError, OverflowError, RecursionError) as exc:
         raise PatternError(str(exc)) from exc
     names = sorted(t.names)  # PCRE's name table: by name, then by number
-    return Compiled(compiled, unicode, b"U" not in opts, b"a" in opts, t.ncaptures, names)
+    ncaptures = t.ncaptures
+    if dfa:
+        ncaptures, names = 0, []
+    return Compiled(compiled, unicode, b"U" not in opts, b"a" in opts, ncaptures, names)
 
 
 class _Utf8Subject:

@@ -21,6 +21,7 @@ local error = error
 local select = select
 local rawget = rawget
 local setmetatable = setmetatable
+local getmetatable = getmetatable
 
 local py_get = C.get
 local py_get_stale = C.get_stale
@@ -36,6 +37,10 @@ local py_flush_expired = C.flush_expired
 local py_get_keys = C.get_keys
 local py_capacity = C.capacity
 local py_free_space = C.free_space
+-- nginx's limit is 65535 bytes; the store's may be lower (shdict.py)
+local MAX_KEY_LEN = C.max_key_len or 65535
+-- the zones' metatable (below): a table without it is no zone
+local mt
 
 -- lua-resty-core's check_zone
 local function check_zone(zone)
@@ -43,7 +48,7 @@ local function check_zone(zone)
         error("bad \"zone\" argument", 3)
     end
     local id = rawget(zone, 1)
-    if type(id) ~= "number" then
+    if type(id) ~= "number" or getmetatable(zone) ~= mt then
         error("bad \"zone\" argument", 3)
     end
     return id
@@ -57,7 +62,7 @@ local function check_zone_c(zone, name)
               .. type(zone) .. ")", 0)
     end
     local id = rawget(zone, 1)
-    if type(id) ~= "number" then
+    if type(id) ~= "number" or getmetatable(zone) ~= mt then
         error("bad \"zone\" argument", 0)
     end
     return id
@@ -87,7 +92,7 @@ local function key_checks(key)
     if key_len == 0 then
         return nil, "empty key"
     end
-    if key_len > 65535 then
+    if key_len > MAX_KEY_LEN then
         return nil, "key too long"
     end
     return key
@@ -256,7 +261,7 @@ local function c_key(key, name)
     if key_len == 0 then
         return nil, "empty key"
     end
-    if key_len > 65535 then
+    if key_len > MAX_KEY_LEN then
         return nil, "key too long"
     end
     return key
@@ -317,7 +322,7 @@ local function check_count(name, ...)
     return id, count
 end
 
-local mt = {
+mt = {
     get = shdict_get,
     get_stale = shdict_get_stale,
     set = shdict_set,

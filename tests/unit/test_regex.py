@@ -175,3 +175,37 @@ def test_lua_package_path_with_default(tmp_path: Path) -> None:
     assert lines[0] == "hi"
     assert lines[1].startswith(f"{lib}/?.lua;") and "/usr/share/lua/5." in lines[1]
     assert lines[2] == "/x/?.so"
+
+
+# lua-nginx-module t/048-match-dfa.t, 050-gmatch-dfa.t, 052-sub-dfa.t,
+# 054-gsub-dfa.t: the "d" option runs PCRE's DFA matcher, which reports the
+# longest match at the leftmost position and no submatch captures.
+DFA_SCRIPT = r"""
+local m = ngx.re.match("hello", "(he|hell)", "d")
+ngx.say(m[0], " ", tostring(m[1]))
+m = ngx.re.match("hello", "he|hell", "do")
+ngx.say(m[0])
+local out = {}
+for m in ngx.re.gmatch("hello, halo", "h[a-z]|h[a-z][a-z]", "d") do out[#out + 1] = m[0] end
+ngx.say(table.concat(out, ","))
+ngx.say(ngx.re.sub("hello, 1234 5678", "[0-9]|[0-9][0-9]", "world", "d"))
+ngx.say(ngx.re.gsub("hello, 1234 5678", "[0-9]|[0-9][0-9]", "world", "d"))
+ngx.say(ngx.re.find("hello", "he|hell", "d"))
+m = ngx.re.match("hello", "(he|hell)", "")
+ngx.say(m[0], " ", m[1])
+"""
+
+
+def test_dfa_option_is_leftmost_longest_without_captures(tmp_path: Path) -> None:
+    lines = run_script(tmp_path, DFA_SCRIPT).body.decode().splitlines()
+    assert lines == [
+        "hell nil",
+        "hell",
+        "hel,hal",
+        "hello, world34 56781",
+        "hello, worldworld worldworld4",
+        "14",
+        "he he",  # without "d": PCRE's first alternative
+    ]
+    regexes = Regexes()
+    assert regexes.compile(b"(?<x>a)(b)", b"d")[1:] == (0, b"")

@@ -336,3 +336,62 @@ def test_config_shared_dicts_errors(tmp_path: Path, value: object, message: str)
 def test_config_shared_dict_path_parent_must_exist(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"shared_dict_path: .* is not a directory"):
         load(None, {"root": str(tmp_path), "shared_dict_path": str(tmp_path / "a" / "b")})
+
+
+def test_keys_past_the_store_limit_are_refused_not_a_crash(
+    tmp_path: Path, engine: LuaEngine, store: SharedDicts
+) -> None:
+    # LMDB holds keys of at most max_key_size() bytes (511), where nginx's
+    # zones take 65535: a longer key was an uncaught MDB_BAD_VALSIZE (a 500).
+    limit = store.max_key_len
+    assert 400 < limit < 511
+    script = f"""
+    local dogs = ngx.shared.cache
+    local long = string.rep("k", {limit})
+    ngx.say(dogs:set(long, "v"), " ", dogs:get(long))
+    ngx.say(dogs:lpush(string.rep("l", {limit}), 1))
+    local too_long = long .. "k"
+    local one = {{get = true, get_stale = true, lpop = true, llen = true, ttl = true,
+                 delete = true}}
+    for _, op in ipairs({{"set", "add", "safe_set", "replace", "get", "get_stale",
+                         "incr", "lpush", "rpush", "lpop", "llen", "ttl", "expire",
+                         "delete"}}) do
+        local ok, err
+        if one[op] then
+            ok, err = dogs[op](dogs, too_long)
+        else
+            ok, err = dogs[op](dogs, too_long, 1)
+        end
+        ngx.say(op, " ", tostring(ok), " ", err)
+    end
+    ngx.say(#dogs:get_keys(0))
+    """
+    lines = run_script(tmp_path, script, engine=engine).body.decode().splitlines()
+    assert lines[:2] == ["true v", "1"]
+    assert lines[2:-1] == [
+        f"{op} nil key too long"
+        for op in ("set", "add", "safe_set", "replace", "get", "get_stale", "incr")
+        + ("lpush", "rpush", "lpop", "llen", "ttl", "expire", "delete")
+    ]
+    assert lines[-1] == "2"
+
+
+def test_a_table_that_is_not_a_zone_is_refused(tmp_path: Path, engine: LuaEngine) -> None:
+    # t/043-shdict.t TEST 87-89: dogs.set({1}, ...) raises, as in nginx
+    script = """
+    local dogs = ngx.shared.cache
+    local args = {set = {"foo", 1}, get = {"foo"}, incr = {"foo", 32}, lpush = {"foo", 1},
+                  get_keys = {}}
+    for _, op in ipairs({"set", "get", "incr", "lpush", "get_keys"}) do
+        local ok, err = pcall(dogs[op], {1}, unpack(args[op]))
+        ngx.say(op, " ", tostring(ok), " ", err)
+    end
+    """
+    lines = run_script(tmp_path, script, engine=engine).body.decode().splitlines()
+    assert lines == [
+        'set false bad "zone" argument',
+        'get false bad "zone" argument',
+        'incr false bad "zone" argument',
+        'lpush false bad "zone" argument',
+        'get_keys false bad "zone" argument',
+    ]
