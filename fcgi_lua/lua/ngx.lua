@@ -1040,6 +1040,17 @@ local header_proxy = setmetatable({}, header_mt)
 
 ngx.resp = {}
 
+-- Any spelling finds a header (Foo, foo, x_under for X-Under), as with
+-- lua-nginx-module's metatable on the non-raw table.
+local resp_headers_mt = {
+    __index = function(t, key)
+        if type(key) ~= "string" then
+            return nil
+        end
+        return rawget(t, header_key(key))
+    end,
+}
+
 function ngx.resp.get_headers(max, raw)
     local r = cur
     if not r then
@@ -1047,6 +1058,18 @@ function ngx.resp.get_headers(max, raw)
     end
     max = check_max(max, "get_headers", 1)
     local res, n = {}, 0
+    if not raw then
+        setmetatable(res, resp_headers_mt)
+    end
+    -- nginx gives a response its default Content-Type as soon as a header
+    -- is set (ngx_http_set_content_type): it is one of the headers counted.
+    if r.hkeys[1] and not r.hvals["content-type"] then
+        if max > 0 and n >= max then
+            return res, "truncated"
+        end
+        n = 1
+        rawset(res, raw and "Content-Type" or "content-type", DEFAULT_TYPE)
+    end
     for i, key in ipairs(r.hkeys) do
         local h = r.hvals[key]
         if h and h.pos == i then
@@ -1200,6 +1223,10 @@ local function get_var(r, name)
         return args and first_arg(args, rest)
     elseif prefix == "cookie" then
         return cookie_value(cookie_header(r), rest)
+    elseif prefix == "sent" and sub(rest, 1, 5) == "http_" then
+        -- $sent_http_NAME: the response header as set so far
+        local h = r.hvals[header_key(sub(rest, 6))]
+        return h and h[1] and concat(h, ", ") or nil
     end
     return nil
 end

@@ -610,3 +610,46 @@ def test_var_uri_and_request_filename_behind_other_fronts(tmp_path: Path) -> Non
     assert body(tmp_path, src, params=balancer).startswith(b"/sub/x y+z.lua/a/b|/srv/t.lua|")
     plain = [*params[:-1], (b"SCRIPT_FILENAME", b"/srv/www/t.lua"), (b"DOCUMENT_URI", b"/d")]
     assert body(tmp_path, src, params=plain) == b"/d|/srv/www/t.lua|q=%41+b\n"
+
+
+def test_var_sent_http(tmp_path: Path) -> None:
+    # lua-nginx-module t/016-resp-header.t TEST 30-38: $sent_http_NAME is
+    # the response header as set so far
+    src = """
+ngx.header.cache_control = "private"
+local out = { ngx.var.sent_http_cache_control }
+ngx.header["Link"] = {"</a.jpg>", "</b.css>"}
+out[2] = ngx.var.sent_http_link
+ngx.header.cache_control = nil
+out[3] = tostring(ngx.var.sent_http_cache_control) .. " " .. tostring(ngx.var.sent_http_x_none)
+ngx.say(table.concat(out, "\\n"))
+"""
+    assert body(tmp_path, src) == b"private\n</a.jpg>, </b.css>\nnil nil\n"
+
+
+def test_resp_get_headers_lookup_and_limit(tmp_path: Path) -> None:
+    # t/016-resp-header.t TEST 63, 75-78: any spelling finds a header, and
+    # the default limit of 100 counts them all
+    src = """
+ngx.header["Foo"] = "bar"
+ngx.header["X_Under"] = "u"
+local h = ngx.resp.get_headers()
+local out = { h.Foo .. " " .. h.foo .. " " .. h["FOO"] .. " " .. h.x_under .. " " .. h["X-Under"] }
+local function count(...)
+    local all, err = ngx.resp.get_headers(...)
+    local n = 0
+    for _ in pairs(all) do n = n + 1 end
+    out[#out + 1] = n .. " " .. tostring(err)
+end
+for i = 1, 97 do ngx.header["H" .. i] = "v" end
+count()  -- 99 set + the default Content-Type
+ngx.header["H98"] = "v"
+count()
+count(3)
+ngx.header.content_type = "text/x"
+count(0)
+ngx.say(table.concat(out, "\\n"))
+"""
+    assert body(tmp_path, src) == (
+        b"bar bar bar u u\n100 nil\n100 truncated\n3 truncated\n101 nil\n"
+    )
