@@ -1754,11 +1754,12 @@ setmetatable(ngx, {
                 return
             end
             local s = tonumber(value)
-            if s == nil or s ~= floor(s) then
+            if s == nil then
                 error("bad argument #1 to 'status' (number expected, got " .. type(value) .. ")",
                       2)
             end
-            r.status = s
+            -- the integer part, as nginx's lua_tointeger reads it ("201.7": 201)
+            r.status = s >= 0 and floor(s) or -floor(-s)
         elseif key == "ctx" then
             local r = cur or cur_ctx
             if not r then

@@ -653,3 +653,15 @@ ngx.say(table.concat(out, "\\n"))
     assert body(tmp_path, src) == (
         b"bar bar bar u u\n100 nil\n100 truncated\n3 truncated\n101 nil\n"
     )
+
+
+def test_status_takes_the_integer_part(tmp_path: Path) -> None:
+    # t/015-status.t TEST 7-8: nginx reads ngx.status as an integer
+    # (lua_tointeger): "201.7" is 201; "abc" raises
+    res = run_script(tmp_path, 'ngx.status = "201.7" ngx.say(ngx.status)')
+    assert (res.status, res.body) == (201, b"201\n")
+    res = run_script(tmp_path, "ngx.status = 404.9 ngx.say(ngx.status)")
+    assert (res.status, res.body) == (404, b"404\n")
+    res = run_script(tmp_path, 'ngx.say(pcall(function() ngx.status = "abc" end))')
+    assert res.body.startswith(b"false")
+    assert res.body.endswith(b"bad argument #1 to 'status' (number expected, got string)\n")
