@@ -688,6 +688,55 @@ local function commit_headers(r)
     end
 end
 
+-- nginx's not_modified filter, which FastCGI responses never meet (nginx
+-- runs it on upstream responses only when it caches them): a 200 whose
+-- Last-Modified (exactly) and ETag match the request's If-Modified-Since
+-- and If-None-Match (weak comparison, "*") becomes a 304 without a body.
+local function etag_matches(list, etag)
+    if list == "*" then
+        return true
+    end
+    etag = gsub(etag, "^W/", "")
+    for item in gmatch(list, "[^,]+") do
+        local tag = gsub(gsub(item, "^%s+", ""), "%s+$", "")
+        if gsub(tag, "^W/", "") == etag then
+            return true
+        end
+    end
+    return false
+end
+
+local function not_modified(r)
+    local ims, inm
+    local params = r.params
+    for i = 1, #params, 2 do
+        local k = params[i]
+        if k == "HTTP_IF_MODIFIED_SINCE" then
+            ims = params[i + 1]
+        elseif k == "HTTP_IF_NONE_MATCH" then
+            inm = params[i + 1]
+        end
+    end
+    if not ims and not inm then
+        return false
+    end
+    local hvals = r.hvals
+    if ims then
+        local lm = hvals["last-modified"]
+        local t = lm and ngx.parse_http_time(lm[#lm])
+        if not t or ngx.parse_http_time(ims) ~= t then
+            return false
+        end
+    end
+    if inm then
+        local etag = hvals["etag"]
+        if not etag or not etag_matches(inm, etag[#etag]) then
+            return false
+        end
+    end
+    return true
+end
+
 -- Everything printed so far, as wire bytes; the header block goes in
 -- front of the first such chunk.  final: nothing more will be printed,
 -- so a Content-Length can be given.
@@ -706,6 +755,10 @@ local function take_output(r, final)
     end
     commit_headers(r)
     r.emitted = true
+    if r.status == 200 and not r.cgi and not_modified(r) then
+        r.status = 304
+        r.head = true -- header only: later output is dropped too
+    end
     local status = r.status
     local length
     if final and not NO_BODY_STATUS[status] then
@@ -1171,7 +1224,7 @@ local NOT_CHANGEABLE = {
     request_uri = true, request_method = true, remote_addr = true, remote_port = true,
     server_addr = true, server_port = true, server_protocol = true, server_name = true,
     document_uri = true, uri = true, host = true, scheme = true, request = true,
-    request_filename = true, https = true, is_args = true, query_string = false,
+    request_filename = true, https = true, is_args = true, query_string = true,
 }
 
 -- Every Cookie header of the request, joined with "; " the way nginx's
@@ -1238,7 +1291,10 @@ local var_mt = {
             no_request()
         end
         if type(name) ~= "string" then
-            return nil -- regex captures ($1...) do not exist here
+            if type(name) == "number" then
+                return nil -- regex captures ($1...) do not exist here
+            end
+            error("bad variable name", 2)
         end
         return get_var(r, lower(name))
     end,
@@ -1247,7 +1303,10 @@ local var_mt = {
         if not r then
             no_request()
         end
-        name = lower(tostring(name))
+        if type(name) ~= "string" then
+            error("bad variable name", 2)
+        end
+        name = lower(name)
         if NOT_CHANGEABLE[name] or match(name, "^arg_") or match(name, "^http_")
                 or match(name, "^cookie_") then
             error('variable "' .. name .. '" not changeable', 2)

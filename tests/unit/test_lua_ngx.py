@@ -665,3 +665,60 @@ def test_status_takes_the_integer_part(tmp_path: Path) -> None:
     res = run_script(tmp_path, 'ngx.say(pcall(function() ngx.status = "abc" end))')
     assert res.body.startswith(b"false")
     assert res.body.endswith(b"bad argument #1 to 'status' (number expected, got string)\n")
+
+
+CONDITIONAL = """
+ngx.header["ETag"] = "123456789"
+ngx.header.last_modified = "Thu, 10 May 2012 07:50:59 GMT"
+ngx.say("hello")
+ngx.say("world")
+"""
+LAST_MODIFIED = b"Thu, 10 May 2012 07:50:59 GMT"
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ([(b"HTTP_IF_MODIFIED_SINCE", LAST_MODIFIED)], 304),
+        ([(b"HTTP_IF_MODIFIED_SINCE", b"Thu, 10 May 2012 07:50:58 GMT")], 200),
+        ([(b"HTTP_IF_NONE_MATCH", b"123456789")], 304),
+        ([(b"HTTP_IF_NONE_MATCH", b'"x", W/123456789')], 304),
+        ([(b"HTTP_IF_NONE_MATCH", b"*")], 304),
+        ([(b"HTTP_IF_NONE_MATCH", b"123456780"), (b"HTTP_IF_MODIFIED_SINCE", LAST_MODIFIED)], 200),
+        ([(b"HTTP_IF_NONE_MATCH", b"123456789"), (b"HTTP_IF_MODIFIED_SINCE", LAST_MODIFIED)], 304),
+        ([], 200),
+    ],
+)
+def test_conditional_get(tmp_path: Path, headers: list[tuple[bytes, bytes]], status: int) -> None:
+    # t/072-conditional-get.t, t/110-etag.t: nginx's not_modified filter
+    # answers 304, without the body, when the script's Last-Modified (exact)
+    # or ETag match the request's validators
+    res = run_script(tmp_path, CONDITIONAL, params=make_params(headers=headers))
+    assert res.status == status
+    assert res.body == (b"" if status == 304 else b"hello\nworld\n")
+
+
+def test_conditional_get_needs_the_validator_set(tmp_path: Path) -> None:
+    params = make_params(headers=[(b"HTTP_IF_MODIFIED_SINCE", LAST_MODIFIED)])
+    assert run_script(tmp_path, 'ngx.say("x")', params=params).status == 200
+    src = 'ngx.header["ETag"] = "1" ngx.header["ETag"] = nil ngx.say("x")'
+    params = make_params(headers=[(b"HTTP_IF_NONE_MATCH", b"1")])
+    assert run_script(tmp_path, src, params=params).status == 200
+    src = 'ngx.status = 201 ngx.header["ETag"] = "1" ngx.say("x")'
+    assert run_script(tmp_path, src, params=params).status == 201
+
+
+def test_var_bad_names_and_query_string(tmp_path: Path) -> None:
+    # t/045-ngx-var.t TEST 9-11: a name that is not a string raises "bad
+    # variable name"; $query_string is not changeable ($args is)
+    src = """
+ngx.say(select(2, pcall(function() return ngx.var[true] end)))
+ngx.say(select(2, pcall(function() ngx.var[true] = 56 end)))
+ngx.say(select(2, pcall(function() ngx.var.query_string = 56 end)))
+ngx.say(tostring(ngx.var[1]))
+"""
+    out = re.sub(rb"(?m)^[^\n]*t\.lua:\d+: ", b"", body(tmp_path, src))
+    assert out == (
+        b"bad variable name\nbad variable name\n"
+        b'variable "query_string" not changeable\nnil\n'
+    )
