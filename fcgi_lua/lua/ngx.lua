@@ -1040,6 +1040,9 @@ local function set_header(r, name, value)
         r.hvals[key] = nil
         return
     end
+    if key == "content-length" and not match(values[#values], "^%s*%d+%s*$") then
+        error("failed to set header", 3) -- as nginx refuses it: a 500
+    end
     if h then
         -- overwriting keeps the first name and position (as nginx does)
         for i = #h, 1, -1 do
@@ -1061,7 +1064,9 @@ local header_mt = {
         if not r then
             no_request()
         end
-        if type(name) ~= "string" then
+        if type(name) == "number" then
+            name = num2str(name)
+        elseif type(name) ~= "string" then
             return nil
         end
         local h = r.hvals[header_key(name)]
@@ -1082,7 +1087,9 @@ local header_mt = {
             log_error("attempt to set ngx.header.HEADER after sending out response headers")
             return
         end
-        if type(name) ~= "string" then
+        if type(name) == "number" then
+            name = num2str(name) -- ngx.header[32]: a header named "32"
+        elseif type(name) ~= "string" then
             error("bad argument #2 to '__newindex' (string expected, got " .. type(name) .. ")",
                   2)
         end

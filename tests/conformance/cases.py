@@ -267,6 +267,11 @@ def select(block: Block, test_file: TestFile) -> Case | Exclusion:
     for directive in main_config:
         if directive.name != "env":
             return Exclusion("scope", f"main_config directive {directive.name}")
+    for directive in server_level + (location.block or []) + http_config:
+        if directive.name == "default_type" and directive.args != ["text/plain"]:
+            # fcgi-lua's default Content-Type is text/plain (nginx's built-in
+            # one, which Test::Nginx's http block sets too), not configurable
+            return Exclusion("scope", "default_type other than text/plain")
     for directive in server_level + (location.block or []):
         # nginx's body buffering, mirrored by fcgi-lua's own (it gets the
         # body over FastCGI and spools it itself)

@@ -69,6 +69,7 @@ class Result:
     excluded: Exclusion | None = None
     oracle: list[str] | None = None  # problems; [] = passed
     fcgi: list[str] | None = None
+    oracle_body: str = ""
     fcgi_body: str = ""
 
     @property
@@ -278,8 +279,11 @@ def _user_line() -> str:
     return f"user {getpass.getuser()} {grp.getgrgid(os.getegid()).gr_name};"
 
 
-def run_case(case: Case, workdir: Path, index: int) -> tuple[list[str], list[str], str]:
-    """Run one block both ways: (oracle problems, fcgi-lua problems, fcgi body)."""
+def run_case(
+    case: Case, workdir: Path, index: int, *, always: bool = False
+) -> tuple[list[str], list[str], str, str]:
+    """Run one block both ways: (oracle problems, fcgi-lua problems, oracle
+    body, fcgi-lua body); fcgi-lua only when the oracle passes, or ``always``."""
     base = workdir / f"{index:04d}"
     html, logs, root = base / "html", base / "logs", base / "fcgi-root"
     for directory in (html, logs, root, base / "tmp", base / "conf"):
@@ -383,16 +387,17 @@ http {{
             _wait(lambda: _connectable(("127.0.0.1", fcgi_port)), nginx, "nginx", nginx_log)
         except RuntimeError as exc:
             problem = f"nginx: {exc}"
-            return [problem], [problem], ""
-        oracle = check(case, http(oracle_port, case))
-        if oracle:
-            return oracle, ["not run: the oracle fails"], ""
+            return [problem], [problem], "", ""
+        oracle_resp = http(oracle_port, case)
+        oracle = check(case, oracle_resp)
+        if oracle and not always:
+            return oracle, ["not run: the oracle fails"], oracle_resp.body, ""
         try:
             _wait(lambda: _connectable(str(sock)), fcgi, "fcgi-lua", fcgi_log)
         except RuntimeError as exc:
-            return oracle, [f"fcgi-lua: {exc}"], ""
+            return oracle, [f"fcgi-lua: {exc}"], oracle_resp.body, ""
         resp = http(fcgi_port, case)
-        return oracle, check(case, resp), resp.body
+        return oracle, check(case, resp), oracle_resp.body, resp.body
     finally:
         _stop(nginx, signal.SIGQUIT)
         _stop(fcgi, signal.SIGTERM)
@@ -405,6 +410,7 @@ def run(
     jobs: int = 2,
     keep: Path | None = None,
     progress: bool = False,
+    always: bool = False,
 ) -> list[Result]:
     selected = load(directory, names)
     results: list[Result] = []
@@ -423,7 +429,9 @@ def run(
         nonlocal done
         index, (result, case) = item
         try:
-            result.oracle, result.fcgi, result.fcgi_body = run_case(case, workdir, index)
+            result.oracle, result.fcgi, result.oracle_body, result.fcgi_body = run_case(
+                case, workdir, index, always=always
+            )
         except Exception as exc:  # reported as the block's failure
             result.oracle = [f"runner error: {exc!r}"]
         done += 1
@@ -506,14 +514,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", type=Path, help="keep each block's nginx/fcgi-lua files here")
     parser.add_argument("-v", "--verbose", action="store_true")
     parser.add_argument(
+        "--bodies",
+        action="store_true",
+        help="run fcgi-lua even where OpenResty fails; print both bodies of every block",
+    )
+    parser.add_argument(
         "--design-md", type=Path, help="write the by-design exclusions (Markdown) here"
     )
     args = parser.parse_args(argv)
     if args.t_dir is None:
         parser.error(f"set {ENV_VAR}=/path/to/lua-nginx-module/t or pass --t-dir")
     started = time.monotonic()
-    results = run(args.t_dir, args.files, args.jobs, args.keep, progress=True)
+    results = run(args.t_dir, args.files, args.jobs, args.keep, progress=True, always=args.bodies)
     print(report(results, verbose=args.verbose))
+    if args.bodies:
+        for r in results:
+            if r.excluded is None:
+                print(f"\n== {r.name}\n-- OpenResty:\n{r.oracle_body}-- fcgi-lua:\n{r.fcgi_body}")
     print(f"\n{time.monotonic() - started:.0f} s")
     if args.design_md:
         args.design_md.write_text(design_exclusions(results) + "\n")

@@ -722,3 +722,14 @@ ngx.say(tostring(ngx.var[1]))
         b"bad variable name\nbad variable name\n"
         b'variable "query_string" not changeable\nnil\n'
     )
+
+
+def test_header_number_name_and_bad_content_length(tmp_path: Path) -> None:
+    # t/016-resp-header.t TEST 2, 61: a number is a header name; a
+    # Content-Length that is not a number fails the request
+    res = run_script(tmp_path, 'ngx.header[32] = "private" ngx.say(ngx.header[32])')
+    assert (res.header(b"32"), res.body) == (b"private", b"private\n")
+    res = run_script(tmp_path, 'ngx.header.content_length = "text/my-plain" ngx.say("Hi")')
+    assert res.status == 500
+    res = run_script(tmp_path, 'ngx.header.content_length = 2 ngx.print("Hi")')
+    assert (res.status, res.body) == (200, b"Hi")
