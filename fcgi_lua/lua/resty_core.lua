@@ -551,4 +551,7 @@ for name, loader in pairs(ngx_modules) do
     preload["ngx." .. name] = loader
 end
 
+-- lua-nginx-module registers the ngx table itself as a module
+preload.ngx = function() return ngx end
+
 return { base = base }

@@ -284,3 +284,9 @@ def test_puc_runtime(tmp_path: Path) -> None:
     """
     resp = run_script(tmp_path, source, runtime="lua51")
     assert resp.body.startswith(b"0.1.25 ") and resp.body.endswith(b" true Pz8-\n"), resp.body
+
+
+def test_require_ngx_is_the_ngx_table(tmp_path: Path) -> None:
+    # t/004-require.t TEST 7: lua-nginx-module registers package.loaded.ngx
+    src = 'local n = require "ngx" n.say(tostring(n == ngx), " ", tostring(require("ngx") == n))'
+    assert run_script(tmp_path, src).body == b"true true\n"
