@@ -876,6 +876,20 @@ function ngx.flush(wait)
     if r.eof then
         return nil, "seen eof"
     end
+    if r.http10 == nil then
+        -- lua_http10_buffering (on by default): an HTTP/1.0 response is
+        -- sent whole, with a Content-Length, so ngx.flush is a no-op
+        local params = r.params
+        r.http10 = false
+        for i = 1, #params, 2 do
+            if params[i] == "SERVER_PROTOCOL" then
+                r.http10 = params[i + 1] == "HTTP/1.0"
+            end
+        end
+    end
+    if r.http10 then
+        return 1
+    end
     local data = take_output(r, false)
     if data ~= "" then
         co_yield(IO, "write", data)

@@ -219,6 +219,8 @@ def select(block: Block, test_file: TestFile) -> Case | Exclusion:
     if len(handlers) > 1:
         return Exclusion("design", "handlers of several phases in one location")
     handler = handlers[0]
+    if not handler.name.startswith("content_") and "get_phase" in texts:
+        return Exclusion("design", "ngx.get_phase() outside the content phase")
     user_files = _user_files(block)
     if user_files is None:
         return Exclusion("scope", "--- user_files not understood")

@@ -733,3 +733,18 @@ def test_header_number_name_and_bad_content_length(tmp_path: Path) -> None:
     assert res.status == 500
     res = run_script(tmp_path, 'ngx.header.content_length = 2 ngx.print("Hi")')
     assert (res.status, res.body) == (200, b"Hi")
+
+
+def test_http10_flush_buffers_for_a_content_length(tmp_path: Path) -> None:
+    # t/056-flush.t TEST 5, 6, 11, 12: lua_http10_buffering (on by default)
+    # makes ngx.flush a no-op for an HTTP/1.0 request, so the whole
+    # response gets a Content-Length
+    src = 'ngx.say("hello, world") ngx.flush(true) ngx.say("hiya") ngx.flush() ngx.say("blah")'
+    params = make_params(extra=[(b"SERVER_PROTOCOL", b"HTTP/1.0")])
+    params = [p for p in params if p != (b"SERVER_PROTOCOL", b"HTTP/1.1")]
+    res = run_script(tmp_path, src, params=params)
+    assert res.body == b"hello, world\nhiya\nblah\n"
+    assert res.header(b"Content-Length") == b"23"
+    res = run_script(tmp_path, src)  # HTTP/1.1: streamed
+    assert res.header(b"Content-Length") is None
+
