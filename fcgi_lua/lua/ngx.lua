@@ -1268,6 +1268,11 @@ local function cookie_header(r)
 end
 
 local function get_var(r, name)
+    if name == "request_body" then
+        -- nginx's $request_body: the body once read into memory
+        local body = r.body
+        return r.body_state == "memory" and body ~= "" and body or nil
+    end
     if name == "http_cookie" then
         local cookies = cookie_header(r)
         return cookies ~= "" and cookies or nil

@@ -748,3 +748,15 @@ def test_http10_flush_buffers_for_a_content_length(tmp_path: Path) -> None:
     res = run_script(tmp_path, src)  # HTTP/1.1: streamed
     assert res.header(b"Content-Length") is None
 
+
+
+def test_var_request_body(tmp_path: Path) -> None:
+    # t/010-request_body.t TEST 1, 4, 5: $request_body is the body once it
+    # has been read into memory
+    src = """
+local before = tostring(ngx.var.request_body)
+ngx.req.read_body()
+ngx.say(before, " ", ngx.var.request_body)
+"""
+    res = run_script(tmp_path, src, params=make_params(method=b"POST"), body=b"a=1&b=2")
+    assert res.body == b"nil a=1&b=2\n"
