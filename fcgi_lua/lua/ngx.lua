@@ -1238,6 +1238,8 @@ local DERIVED = {
                       or match(f, "^proxy:balancer://[^/]*(/.*)$") or f)
     end,
     content_type = function(v) return v.content_type or v.http_content_type end,
+    -- the process that runs the script, as nginx's $pid is its worker's
+    pid = function() return format("%d", worker_pid) end,
     content_length = function(v) return v.content_length or v.http_content_length end,
 }
 

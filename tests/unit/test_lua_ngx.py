@@ -760,3 +760,9 @@ ngx.say(before, " ", ngx.var.request_body)
 """
     res = run_script(tmp_path, src, params=make_params(method=b"POST"), body=b"a=1&b=2")
     assert res.body == b"nil a=1&b=2\n"
+
+
+def test_var_pid(tmp_path: Path) -> None:
+    # t/122-worker.t TEST 2: $pid is the process running the script
+    src = "ngx.say(tostring(tonumber(ngx.var.pid) == ngx.worker.pid()), ' ', type(ngx.var.pid))"
+    assert body(tmp_path, src) == b"true string\n"
