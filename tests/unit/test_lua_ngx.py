@@ -719,8 +719,7 @@ ngx.say(tostring(ngx.var[1]))
 """
     out = re.sub(rb"(?m)^[^\n]*t\.lua:\d+: ", b"", body(tmp_path, src))
     assert out == (
-        b"bad variable name\nbad variable name\n"
-        b'variable "query_string" not changeable\nnil\n'
+        b'bad variable name\nbad variable name\nvariable "query_string" not changeable\nnil\n'
     )
 
 
@@ -747,7 +746,6 @@ def test_http10_flush_buffers_for_a_content_length(tmp_path: Path) -> None:
     assert res.header(b"Content-Length") == b"23"
     res = run_script(tmp_path, src)  # HTTP/1.1: streamed
     assert res.header(b"Content-Length") is None
-
 
 
 def test_var_request_body(tmp_path: Path) -> None:

@@ -338,6 +338,10 @@ def test_config_shared_dict_path_parent_must_exist(tmp_path: Path) -> None:
         load(None, {"root": str(tmp_path), "shared_dict_path": str(tmp_path / "a" / "b")})
 
 
+OPS = ("set", "add", "safe_set", "replace", "get", "get_stale", "incr", "lpush", "rpush")
+OPS += ("lpop", "llen", "ttl", "expire", "delete")
+
+
 def test_keys_past_the_store_limit_are_refused_not_a_crash(
     tmp_path: Path, engine: LuaEngine, store: SharedDicts
 ) -> None:
@@ -368,11 +372,7 @@ def test_keys_past_the_store_limit_are_refused_not_a_crash(
     """
     lines = run_script(tmp_path, script, engine=engine).body.decode().splitlines()
     assert lines[:2] == ["true v", "1"]
-    assert lines[2:-1] == [
-        f"{op} nil key too long"
-        for op in ("set", "add", "safe_set", "replace", "get", "get_stale", "incr")
-        + ("lpush", "rpush", "lpop", "llen", "ttl", "expire", "delete")
-    ]
+    assert lines[2:-1] == [f"{op} nil key too long" for op in OPS]
     assert lines[-1] == "2"
 
 
