@@ -554,4 +554,10 @@ end
 -- lua-nginx-module registers the ngx table itself as a module
 preload.ngx = function() return ngx end
 
+-- ... and loads resty.core into every VM before any request
+local loaded_core, core_module = pcall(core)
+if loaded_core then
+    package.loaded["resty.core"] = core_module
+end
+
 return { base = base }

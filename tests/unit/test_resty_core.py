@@ -290,3 +290,10 @@ def test_require_ngx_is_the_ngx_table(tmp_path: Path) -> None:
     # t/004-require.t TEST 7: lua-nginx-module registers package.loaded.ngx
     src = 'local n = require "ngx" n.say(tostring(n == ngx), " ", tostring(require("ngx") == n))'
     assert run_script(tmp_path, src).body == b"true true\n"
+
+
+def test_resty_core_is_loaded_from_the_start(tmp_path: Path) -> None:
+    # t/161-load-resty-core.t TEST 1-3: lua-nginx-module loads resty.core
+    # into every VM before any request
+    src = 'local l = package.loaded["resty.core"] ngx.say(l ~= nil, " ", l == require "resty.core")'
+    assert run_script(tmp_path, src).body == b"true true\n"
