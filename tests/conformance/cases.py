@@ -64,7 +64,6 @@ IGNORED = {
     "lua_socket_buffer_size",
     "lua_socket_pool_size",
     "lua_socket_keepalive_timeout",
-    "lua_http10_buffering",
     "access_log",
     "error_log",
     "log_subrequest",
@@ -200,9 +199,12 @@ def select(block: Block, test_file: TestFile) -> Case | Exclusion:
             return Exclusion("scope", "echo module")
     locations = [d for d in config if d.name == "location"]
     server_level = [d for d in config if d.name != "location"]
-    need_body = any(
-        d.name == "lua_need_request_body" and d.args == ["on"] for d in _walk(config + http_config)
-    )
+    # the innermost lua_need_request_body wins (location, server, http)
+    need_body = False
+    for level in (http_config, config, *(loc.block or [] for loc in locations[:1])):
+        for d in level:
+            if d.name == "lua_need_request_body":
+                need_body = d.args == ["on"]
     for directive in server_level:
         if directive.name not in IGNORED | COPIED | {"lua_need_request_body"}:
             return Exclusion("scope", f"server-level directive {directive.name}")
