@@ -30,7 +30,7 @@ from flup.server.fcgi_base import (
     encode_pair,
 )
 
-from fcgi_lua.server import bind_unix
+from fcgi_lua.listeners import bind_unix
 from tests.integration.conftest import Responder
 from tests.integration.fcgi_client import begin, params, read_until_ended, send
 
