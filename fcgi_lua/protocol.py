@@ -50,25 +50,56 @@ DRAIN_IDLE_SECONDS = 0.25
 
 
 class FastCGIProtocol(asyncio.Protocol):
-    """One front-server connection; may carry several multiplexed requests."""
+    """One front-server connection; may carry several multiplexed requests.
 
-    def __init__(self, server: Server) -> None:
+    Setting one up is on the path of every request a front server sends
+    without fastcgi_keep_conn (or past its keepalive pool): it costs one
+    object, its codec and its FlowControl, and no syscall of its own.
+    """
+
+    __slots__ = (
+        "_begun",
+        "_corked",
+        "_corked_size",
+        "_input_open",
+        "_linger_timer",
+        "_requests",
+        "closed",
+        "codec",
+        "family",
+        "flow",
+        "lingering",
+        "server",
+        "transport",
+    )
+
+    def __init__(self, server: Server, family: int = 0) -> None:
         self.server = server
-        self.codec = fastcgi.Connection(
-            limits=fastcgi.Limits(
-                max_params_bytes=server.config.max_params_bytes,
-                max_params_count=server.config.max_params_count,
-            )
-        )
+        self.family = family  # its listener's (AF_UNIX, AF_INET...); 0: not known
+        self.codec = fastcgi.Connection(limits=server.codec_limits)
         self.transport: asyncio.Transport | None = None
         self.flow: FlowControl | None = None
         self.closed = False
+        # Our last answer is sent: whatever still arrives is dropped.
         self.lingering = False
+        self._linger_timer: asyncio.TimerHandle | None = None
         self._requests: dict[int, Responder] = {}
         self._begun = 0  # requests begun on this connection (drain_when_idle)
+        # Requests begun whose STDIN has not ended: the peer may still send
+        # (see finish).
+        self._input_open = 0
         self._corked: list[bytes] = []
         self._corked_size = 0
-        self.peer = "?"
+
+    @property
+    def peer(self) -> str:
+        """For log lines only: looked up when one is written (a syscall)."""
+        transport = self.transport
+        try:
+            peer = transport.get_extra_info("peername") if transport is not None else None
+        except Exception:  # a closed transport has no socket left
+            return "?"
+        return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "unix"
 
     # -- asyncio.Protocol -------------------------------------------------
 
@@ -78,14 +109,14 @@ class FastCGIProtocol(asyncio.Protocol):
         self.transport = transport
         self.flow = FlowControl(transport, self.server.loop)
         transport.set_write_buffer_limits(high=self.server.config.write_buffer_high)
-        peer = transport.get_extra_info("peername")
-        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "unix"
         clients = self.server.client_filter
-        if clients and isinstance(peer, tuple) and not clients.allows(peer[0]):
-            log.warning("connection from %s refused: not in allowed_clients", self.peer)
-            self.closed = True
-            transport.abort()
-            return
+        if clients:
+            peer = transport.get_extra_info("peername")
+            if isinstance(peer, tuple) and not clients.allows(peer[0]):
+                log.warning("connection from %s refused: not in allowed_clients", self.peer)
+                self.closed = True
+                transport.abort()
+                return
         self.server.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
@@ -105,6 +136,9 @@ class FastCGIProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.server.connections.discard(self)
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()  # not kept, with this object, for LINGER_SECONDS
+            self._linger_timer = None
         for request_id, responder in list(self._requests.items()):
             if responder.abort():
                 log.info(
@@ -179,13 +213,38 @@ class FastCGIProtocol(asyncio.Protocol):
         self.lingering = True
         corked, self._corked = self._corked, []
         self._corked_size = 0
-        if not send_with_fin(transport, b"".join(corked)):
+        if not send_with_fin(transport, b"".join(corked), self.family):
             if corked:
                 transport.write(b"".join(corked))
             transport.write_eof()
         if not transport.is_reading():
             transport.resume_reading()
-        self.server.loop().call_later(LINGER_SECONDS, self.close)
+        self._linger_timer = self.server.loop().call_later(LINGER_SECONDS, self.close)
+
+    def finish(self) -> None:
+        """Close after our last request's END_REQUEST, the cheap way when
+        nothing more can come: every request's STDIN ended (nginx without
+        fastcgi_keep_conn).  The last bytes and the FIN still leave together
+        (docs/monkey.md, quirk 15), and the socket closes at once: no
+        read of the peer's EOF, no timer.  Otherwise (a request ended
+        before its STDIN did, Monkey's bodyless requests, libfcgi's late
+        empty STDIN) close_gracefully lingers, since closing with unread
+        bytes would reset the connection.
+        """
+        transport = self.transport
+        if self._input_open or not self.idle:
+            self.close_gracefully()
+            return
+        if transport is None or self.closed or self.lingering:
+            return
+        self.lingering = True
+        corked, self._corked = self._corked, []
+        self._corked_size = 0
+        data = b"".join(corked) if len(corked) != 1 else corked[0]
+        sent = transport.can_write_eof() and send_with_fin(transport, data, self.family)
+        if not sent and data:
+            transport.write(data)
+        transport.close()
 
     def end_request(self, request_id: int) -> None:
         """Our END_REQUEST for ``request_id``; the connection closes if
@@ -199,7 +258,9 @@ class FastCGIProtocol(asyncio.Protocol):
         self._requests.pop(request_id, None)
 
     def _maybe_close(self) -> None:
-        if self.codec.should_close or (self.server.closing and self.idle):
+        if self.codec.should_close:
+            self.finish()
+        elif self.server.closing and self.idle:
             self.close_gracefully()
         elif self.server.draining:
             self.drain_when_idle()
@@ -254,6 +315,7 @@ class FastCGIProtocol(asyncio.Protocol):
                 return
 
     def _on_begin(self, event: fastcgi.BeginRequest) -> None:
+        self._input_open += 1
         if event.role != fastcgi.RESPONDER:
             log.warning("FastCGI role %d not supported; answered UNKNOWN_ROLE", event.role)
             self.write(
@@ -285,6 +347,7 @@ class FastCGIProtocol(asyncio.Protocol):
             responder.request.feed_body(event.data)
 
     def _on_stdin_end(self, event: fastcgi.StdinEnd) -> None:
+        self._input_open -= 1
         responder = self._requests.get(event.request_id)
         if responder is not None:
             responder.request.end_body()

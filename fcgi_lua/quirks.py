@@ -102,7 +102,7 @@ def protocol_error_answer(
     return request_id, without_content_length(error_response(http_status))
 
 
-def send_with_fin(transport: asyncio.WriteTransport, data: bytes) -> bool:
+def send_with_fin(transport: asyncio.WriteTransport, data: bytes, family: int = 0) -> bool:
     """Send ``data`` and our FIN together, if the socket takes it all now.
 
     uvloop's write_eof() only queues the shutdown for the loop's next I/O
@@ -111,19 +111,23 @@ def send_with_fin(transport: asyncio.WriteTransport, data: bytes) -> bool:
     has its connection closed by Monkey without an answer (docs/monkey.md).
     So the last bytes and the FIN leave back to back, corked on TCP so they
     travel in one segment.  False (nothing sent) when that cannot be done
-    here: the caller falls back to write() + write_eof().
+    here: the caller falls back to write() + write_eof().  ``family``: the
+    socket's address family if the caller knows it (its listener's).
     """
     if transport.get_write_buffer_size():
         return False  # earlier bytes still queued: they must go first
     sock = transport.get_extra_info("socket")
     if sock is None:
         return False
+    family = family or sock.family
     try:
-        raw = socket.socket(fileno=sock.fileno())
+        # Family, type and protocol given: socket() would otherwise ask the
+        # kernel for the last two (two getsockopt per connection).
+        raw = socket.socket(family, socket.SOCK_STREAM, 0, sock.fileno())
     except OSError:
         return False
     try:
-        tcp = raw.family in (socket.AF_INET, socket.AF_INET6)
+        tcp = family != socket.AF_UNIX
         try:
             if tcp:
                 raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import gc
 import logging
 import os
@@ -24,7 +25,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
-from fcgi_lua import metrics, status
+from fcgi_lua import fastcgi, metrics, status
 from fcgi_lua.accesslog import AccessLog
 from fcgi_lua.config import Config
 from fcgi_lua.limits import ClientFilter
@@ -75,6 +76,11 @@ class Server:
         self.engine = engine
         self.resolver = ScriptResolver(config.root, config.extensions)
         self.client_filter = ClientFilter(config.allowed_clients)
+        # One for every connection's codec: it is frozen.
+        self.codec_limits = fastcgi.Limits(
+            max_params_bytes=config.max_params_bytes,
+            max_params_count=config.max_params_count,
+        )
         self.connections: set[FastCGIProtocol] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self._servers: list[asyncio.AbstractServer] = []
@@ -203,9 +209,6 @@ class Server:
             _malloc_trim(0)
         log.debug("idle after a burst: collected and trimmed the heap")
 
-    def _protocol(self) -> FastCGIProtocol:
-        return FastCGIProtocol(self)
-
     async def start(self, sockets: Sequence[socket.socket] | None = None) -> None:
         """Listen on ``config.listen``, or on sockets a prefork master bound."""
         loop = self._loop = asyncio.get_running_loop()
@@ -213,16 +216,15 @@ class Server:
         if sockets is None:
             sockets = bind_all(self.config)
         for sock in sockets:
+            protocol = functools.partial(FastCGIProtocol, self, sock.family)
             if sock.family == socket.AF_UNIX:
                 server = await loop.create_unix_server(
-                    self._protocol, sock=sock, backlog=self.config.backlog
+                    protocol, sock=sock, backlog=self.config.backlog
                 )
                 if owned:
                     self._unix_paths.append(sock.getsockname())
             else:
-                server = await loop.create_server(
-                    self._protocol, sock=sock, backlog=self.config.backlog
-                )
+                server = await loop.create_server(protocol, sock=sock, backlog=self.config.backlog)
             self._servers.append(server)
             log.info("listening on %s", describe_socket(sock))
 
