@@ -59,7 +59,7 @@ class Worker:
     killed_for_hang: bool = False
     killed_for_memory: bool = False
     # Its first heartbeat came: the VM and the init scripts are done and
-    # its loop accepts (cli._serve ticks right after server.start).
+    # its loop accepts (worker.serve ticks right after server.start).
     ready: bool = False
 
 
