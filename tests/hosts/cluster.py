@@ -44,8 +44,11 @@ FAIL_TIMEOUT = 2  # s: a failed host is tried again after this
 CONNECT_TIMEOUT = 1  # s: an unreachable host (link down) costs this much
 READ_TIMEOUT = 3  # s: a host gone silent mid-request (link down)
 
-# nginx's access log: one line per request, what the tests count.
-LOG_FORMAT = "$msec $request_method $status $upstream_addr $upstream_status $request_uri"
+# nginx's access log: one line per request, what the tests count ("|"
+# apart: $upstream_addr lists every host tried, ", " between them).
+LOG_FORMAT = (
+    "$msec|$request_time|$request_method|$status|$upstream_addr|$upstream_status|$request_uri"
+)
 
 # The scripts every host serves (the same directory: the namespaces share
 # the filesystem, as hosts deployed from one image share their files).
@@ -317,7 +320,8 @@ http {{
         )
 
     def wait_host(self, host: Host) -> None:
-        wait_tcp(host.namespace, host.address, FCGI_PORT)
+        # From the front: the only peer allowed_clients admits.
+        wait_tcp(self.front, host.address, FCGI_PORT)
 
     def kill_host(self, host: Host) -> int:
         """SIGKILL every process in the host's namespace, as a crash or a
@@ -422,22 +426,26 @@ http {{
         time.sleep(0.3)  # the access log's flush=100ms
         lines = []
         for raw in self.access_log.read_text().splitlines():
-            parts = raw.split(" ", 5)
-            if len(parts) == 6:
-                lines.append(
-                    LogLine(float(parts[0]), parts[1], int(parts[2]), parts[3], parts[4], parts[5])
-                )
+            at, took, method, status, upstream, upstream_status, uri = raw.split("|", 6)
+            line = LogLine(float(at), float(took), method, int(status), upstream)
+            line.upstream_status, line.uri = upstream_status, uri
+            lines.append(line)
         return lines
 
 
 @dataclass
 class LogLine:
-    at: float
+    at: float  # when nginx finished it (epoch seconds, ms)
+    took: float  # $request_time: it started at `at - took`
     method: str
     status: int
     upstream: str  # "a:9000" or, after a retry, "a:9000, b:9000"
-    upstream_status: str
-    uri: str
+    upstream_status: str = ""
+    uri: str = ""
+
+    @property
+    def started(self) -> float:
+        return self.at - self.took
 
     @property
     def served_by(self) -> str:

@@ -14,12 +14,33 @@ redis-server.
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 
-from .cluster import Cluster, netns_problem, requests_per_second
+from .cluster import Cluster, netns_problem, requests_per_second, run
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(namespace: str) -> float:
+    """utime + stime of every process in ``namespace`` (ip netns pids)."""
+    total = 0
+    for pid in run("ip", "netns", "pids", namespace).split():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / TICK
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> int:
@@ -36,6 +57,8 @@ def main() -> int:
         print(problem, file=sys.stderr)
         return 1
     results: dict[int, list[float]] = {1: [], 2: [], 3: []}
+    # CPU seconds per 1000 requests: fcgi-lua (all hosts), nginx, wrk.
+    costs: dict[str, list[float]] = {"fcgi-lua": [], "nginx": [], "wrk": []}
     with tempfile.TemporaryDirectory(prefix="fcgi-lua-hosts-") as tmp:
         cluster = Cluster(Path(tmp), size=3, workers=args.workers)
         try:
@@ -48,12 +71,27 @@ def main() -> int:
                     # keep running, idle (as spare machines would).
                     cluster.upstream(cluster.hosts[:count])
                     cluster.wrk(args.path, args.connections, 1, threads=args.threads).communicate()
+                    before = {h.namespace: cpu_seconds(h.namespace) for h in cluster.hosts}
+                    nginx_before = cpu_seconds(cluster.front)
+                    wrk_before = children_cpu()
                     out = cluster.wrk(
                         args.path, args.connections, args.duration, threads=args.threads
                     ).communicate()[0]
+                    wrk_cpu = children_cpu() - wrk_before
+                    nginx_cpu = cpu_seconds(cluster.front) - nginx_before
+                    fcgi_cpu = sum(cpu_seconds(ns) - t for ns, t in before.items())
                     rate = requests_per_second(out)
                     results[count].append(rate)
-                    print(f"round {round_ + 1}: {count} host(s): {rate:.0f} req/s", flush=True)
+                    done = rate * args.duration / 1000
+                    costs["fcgi-lua"].append(fcgi_cpu / done)
+                    costs["nginx"].append(nginx_cpu / done)
+                    costs["wrk"].append(wrk_cpu / done)
+                    print(
+                        f"round {round_ + 1}: {count} host(s): {rate:.0f} req/s; CPU s per "
+                        f"1000 requests: fcgi-lua {fcgi_cpu / done:.3f}, nginx "
+                        f"{nginx_cpu / done:.3f}, wrk {wrk_cpu / done:.3f}",
+                        flush=True,
+                    )
         finally:
             cluster.stop()
     print()
@@ -62,6 +100,10 @@ def main() -> int:
     for count, rates in results.items():
         median = statistics.median(rates)
         print(f"| {count} | {median:.0f} | {min(rates):.0f} | {max(rates):.0f} |")
+    print()
+    print("CPU seconds per 1000 requests (median over every run, min-max):")
+    for name, values in costs.items():
+        print(f"  {name}: {statistics.median(values):.3f} ({min(values):.3f}-{max(values):.3f})")
     return 0
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -76,15 +76,37 @@ def since(cluster: Cluster, start: float) -> list[LogLine]:
     return [line for line in lines if line.status != 499]
 
 
-def load(cluster: Cluster, post_script: Path, event: object) -> tuple[list[LogLine], str]:
-    """GET and POST load for LOAD_SECONDS; ``event()`` at EVENT_AT."""
+def load(
+    cluster: Cluster, post_script: Path, event: Callable[[], object]
+) -> tuple[list[LogLine], tuple[float, float], str]:
+    """GET and POST load for LOAD_SECONDS; ``event()`` at EVENT_AT.  The
+    lines nginx logged, when the event began and ended, wrk's output."""
     start = time.time()
     gets = cluster.wrk("/hello.lua", GET_CONNECTIONS, LOAD_SECONDS)
     posts = cluster.wrk("/post.lua", POST_CONNECTIONS, LOAD_SECONDS, script=post_script)
     time.sleep(EVENT_AT)
-    event()  # type: ignore[operator]
+    began = time.time()
+    event()
+    ended = time.time()
     outputs = [gets.communicate(timeout=60)[0], posts.communicate(timeout=60)[0]]
-    return since(cluster, start), "\n".join(outputs)
+    return since(cluster, start), (began, ended), "\n".join(outputs)
+
+
+def lost_posts(
+    lines: list[LogLine], event: tuple[float, float], victim: str
+) -> tuple[int, int, int]:
+    """POSTs that failed: those in flight when the host was lost (started
+    before the event ended), those sent after it; and how many POSTs the
+    lost host had in flight during the event."""
+    began, ended = event
+    failed = [line for line in lines if line.method == "POST" and line.status != 200]
+    before = sum(line.started <= ended for line in failed)
+    in_flight = sum(
+        line.started <= ended and line.at >= began and victim in line.upstream
+        for line in lines
+        if line.method == "POST"
+    )
+    return before, len(failed) - before, in_flight
 
 
 def assert_takes_load_again(cluster: Cluster, upstream: str) -> None:
@@ -143,18 +165,27 @@ def failures(lines: list[LogLine]) -> dict[str, Counter[int]]:
 def test_a_killed_host_costs_no_get(cluster: Cluster, post_script: Path) -> None:
     victim = cluster.hosts[1]
     killed: list[int] = []
-    lines, output = load(cluster, post_script, lambda: killed.append(cluster.kill_host(victim)))
+    lines, event, output = load(
+        cluster, post_script, lambda: killed.append(cluster.kill_host(victim))
+    )
     assert killed and killed[0] >= 1
     table = failures(lines)
-    after = [line for line in lines if line.at >= lines[0].at + EVENT_AT + 0.5]
+    after = [line for line in lines if line.started >= event[1] + 0.5]
+    in_flight_lost, later_lost, in_flight = lost_posts(lines, event, victim.upstream)
     print(f"killed {killed[0]} processes; by method and status: {table}; "
-          f"retried: {sum(line.retried for line in lines)}")  # fmt: skip
+          f"retried: {sum(line.retried for line in lines)}; POSTs lost: {in_flight_lost} "
+          f"in flight (of {in_flight} it had in flight), {later_lost} sent "
+          "after the kill")  # fmt: skip
     assert set(table["GET"]) == {200}, table
     assert table["GET"][200] > 1000, output
     # POSTs: only those in flight on the host when it died may fail (502).
     assert table["POST"][200] > 100, output
-    lost = sum(count for status, count in table["POST"].items() if status != 200)
-    assert lost <= POST_CONNECTIONS, table
+    # A POST sent after the kill can still meet a kept-alive connection
+    # to the dead host that nginx has not yet seen close (one per such
+    # connection, at once): none later than a moment after the kill.
+    assert in_flight_lost + later_lost <= POST_CONNECTIONS, table
+    failed = [line for line in lines if line.method == "POST" and line.status != 200]
+    assert all(line.started < event[1] + 0.5 for line in failed), failed
     assert set(table["POST"]) <= {200, 502}, table
     # After the kill, the survivors serve everything.
     assert victim.upstream not in spread(after), spread(after)
@@ -167,10 +198,13 @@ def test_a_killed_host_costs_no_get(cluster: Cluster, post_script: Path) -> None
 def test_a_host_cut_off_costs_no_get(cluster: Cluster, post_script: Path) -> None:
     victim = cluster.hosts[2]
     try:
-        lines, output = load(cluster, post_script, lambda: cluster.link(victim, up=False))
+        lines, event, output = load(cluster, post_script, lambda: cluster.link(victim, up=False))
         table = failures(lines)
+        in_flight_lost, later_lost, in_flight = lost_posts(lines, event, victim.upstream)
         print(f"link down; by method and status: {table}; "
-              f"retried: {sum(line.retried for line in lines)}")  # fmt: skip
+              f"retried: {sum(line.retried for line in lines)}; POSTs lost: {in_flight_lost} "
+              f"in flight (of {in_flight} it had in flight), {later_lost} sent "
+              "after the link went down")  # fmt: skip
         assert set(table["GET"]) == {200}, table
         assert table["GET"][200] > 1000, output
         # A POST sent to the silent host (in flight, or on a kept-alive
