@@ -211,8 +211,11 @@ class Cluster:
             self._attach(host.namespace, host.port_name, host.address)
             self.hosts.append(host)
 
-    def link(self, host: Host, up: bool) -> None:
+    def link(self, host: Host, up: bool) -> tuple[float, float]:
+        """The host's link up or down; when the change began and ended."""
+        began = time.time()
         run("ip", "-n", self.switch, "link", "set", host.port_name, "up" if up else "down")
+        return began, time.time()
 
     # -- the programs ------------------------------------------------------------------
 
@@ -323,13 +326,16 @@ http {{
         # From the front: the only peer allowed_clients admits.
         wait_tcp(self.front, host.address, FCGI_PORT)
 
-    def kill_host(self, host: Host) -> int:
+    def kill_host(self, host: Host) -> tuple[float, float]:
         """SIGKILL every process in the host's namespace, as a crash or a
-        power cut would; the number killed."""
+        power cut would; when the kills began and ended."""
         pids = [int(p) for p in run("ip", "netns", "pids", host.namespace).split()]
+        assert pids, f"nothing runs in {host.namespace}"
+        began = time.time()
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        ended = time.time()
         if host.process is not None:
             host.process.wait(timeout=10)
         deadline = time.monotonic() + 10
@@ -337,7 +343,7 @@ http {{
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{host.namespace}: processes survive SIGKILL")
             time.sleep(0.05)
-        return len(pids)
+        return began, ended
 
     def start(self) -> None:
         self.tmp.mkdir(parents=True, exist_ok=True)
