@@ -107,6 +107,10 @@ def lost_posts(
     return before, len(failed) - before, in_flight
 
 
+def slowest_get(lines: list[LogLine]) -> float:
+    return max(line.took for line in lines if line.method == "GET")
+
+
 def latest_loss(lines: list[LogLine], event: tuple[float, float]) -> float:
     """How long after the event the last failed request started (s)."""
     failed = [line.started - event[1] for line in lines if line.status not in (200, 499)]
@@ -175,7 +179,8 @@ def test_a_killed_host_costs_no_get(cluster: Cluster, post_script: Path) -> None
     print(f"killed; by method and status: {table}; "
           f"retried: {sum(line.retried for line in lines)}; POSTs lost: {in_flight_lost} "
           f"in flight (of {in_flight} it had in flight), {later_lost} sent "
-          f"after the kill, the last {latest_loss(lines, event) * 1000:.0f} ms after")  # fmt: skip
+          f"after the kill, the last {latest_loss(lines, event) * 1000:.0f} ms after; "
+          f"slowest GET {slowest_get(lines):.3f} s")  # fmt: skip
     assert set(table["GET"]) == {200}, table
     assert table["GET"][200] > 1000, output
     # POSTs: only those in flight on the host when it died may fail (502).
@@ -205,7 +210,7 @@ def test_a_host_cut_off_costs_no_get(cluster: Cluster, post_script: Path) -> Non
               f"retried: {sum(line.retried for line in lines)}; POSTs lost: {in_flight_lost} "
               f"in flight (of {in_flight} it had in flight), {later_lost} sent "
               f"after the link went down, the last {latest_loss(lines, event) * 1000:.0f} ms "
-              "after")  # fmt: skip
+              f"after; slowest GET {slowest_get(lines):.3f} s")  # fmt: skip
         assert set(table["GET"]) == {200}, table
         assert table["GET"][200] > 1000, output
         # A POST sent to the silent host (in flight, or on a kept-alive
