@@ -31,6 +31,11 @@ from .tools import DEPLOY, REPO, need, require
 
 pytestmark = pytest.mark.e2e
 
+# Namespaces of the pod's own: mounts, network, and processes (every one of
+# them ends with the script, whatever happens to the test).
+UNSHARE = ["--mount", "--net", "--pid", "--fork", "--mount-proc", "--kill-child"]
+UNSHARE += ["--propagation", "private"]
+
 IMAGE_NGINX_CONF = """\
 user www-data;
 worker_processes 1;
@@ -178,7 +183,7 @@ echo "WORKERS $(ps -o args= --ppid $fcgi_lua | grep -c 'fcgi_lua serve')"
 """
     (tmp_path / "pod.sh").write_text(script)
     result = subprocess.run(
-        [unshare, "--mount", "--net", "--propagation", "private", "bash", str(tmp_path / "pod.sh")],
+        [unshare, *UNSHARE, "bash", str(tmp_path / "pod.sh")],
         capture_output=True,
         text=True,
         timeout=120,
