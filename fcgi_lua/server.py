@@ -25,7 +25,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, cast
 
-from fcgi_lua import fastcgi, metrics, status
+from fcgi_lua import errorlog, fastcgi, metrics, status
 from fcgi_lua.accesslog import AccessLog
 from fcgi_lua.config import Config, parse_listen
 from fcgi_lua.http import error_response, without_content_length
@@ -171,6 +171,7 @@ class _Sink:
     def stderr(self, data: bytes) -> None:
         conn = self._conn
         if not conn.closed:
+            data = errorlog.clip_bytes(data, conn.server.config.log_max_line)
             conn.write(conn.codec.send(fastcgi.Stderr(self._request_id, data)))
 
 
