@@ -183,7 +183,19 @@ class Master:
                 os.close(self._wakeup_w)
                 for worker in self.workers.values():
                     os.close(worker.heartbeat_fd)
-                for signum in (signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD):
+                # Not the master's handlers: they queue into this child's
+                # copy of the master, and a SIGTERM sent before the worker's
+                # loop installs its own would be lost (the master would wait
+                # for this worker forever).  Until then a stop signal ends
+                # the worker at once: it holds no request yet.
+                for signum in (
+                    signal.SIGHUP,
+                    signal.SIGUSR1,
+                    signal.SIGCHLD,
+                    signal.SIGTERM,
+                    signal.SIGQUIT,
+                    signal.SIGINT,
+                ):
                     signal.signal(signum, signal.SIG_DFL)
                 os.environ["FCGI_LUA_HEARTBEAT_FD"] = str(beat_w)
                 code = self.worker_main(config, self.sockets, slot, beat_w)

@@ -163,3 +163,34 @@ def test_a_restart_after_sigkill_replaces_the_stale_socket_only(tmp_path: Path) 
         unix_get(sock_path, script)
     with serving(root, sock_path, log_path):
         wait_for(serves, 20, "the restarted fcgi-lua")
+
+
+def test_a_stop_signal_while_the_workers_start_is_not_lost(tmp_path: Path) -> None:
+    # A worker runs the master's signal handlers until its loop installs
+    # its own: a SIGTERM in between (here: during a slow init_script) was
+    # queued into the child's copy of the master and lost, and the master
+    # waited for that worker forever.
+    root = tmp_path / "www"
+    root.mkdir()
+    init = tmp_path / "init.lua"
+    init.write_text("local t = os.clock() while os.clock() - t < 2 do end")
+    log_path = tmp_path / "fcgi-lua.log"
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "fcgi_lua", "serve", "--workers", "2", "--root", str(root),
+             "--listen", f"unix:{tmp_path / 's.sock'}", "-o", f"init_script={init}"],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_for(lambda: log_path.read_text().count("started worker") == 2, 20, "two workers")
+        workers = children(process.pid)
+        process.send_signal(signal.SIGTERM)
+        process.wait(15)
+        wait_for(lambda: not any(running(pid) for pid in workers), 5, "the workers to exit")
+    finally:
+        for pid in [*children(process.pid), process.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        process.wait()
+    assert process.returncode == 0
