@@ -27,11 +27,14 @@ def test_a_10_mb_error_logs_at_most_log_max_line(tmp_path: Path) -> None:
         assert stack.get("huge_error.lua").startswith(b"Status: 500")
         assert stack.get("huge_log.lua").endswith(b"logged\n")
         assert stack.get("pid.lua").startswith(b"Status: 200")
-        grown = stack.log_path.stat().st_size - before
-        log = stack.log()
-    # two lines of at most 4096 bytes each, and their newlines
-    assert grown <= 2 * 4097, grown
-    assert log.count("[truncated: ") == 2
+        with open(stack.log_path, "rb") as log_file:
+            log_file.seek(before)
+            written = log_file.read()
+    lines = written.splitlines()
+    # the error and the ngx.log line, cut; maybe a slow-resume WARNING
+    assert max(len(line) for line in lines) <= 4096
+    assert sum(b"[truncated: " in line for line in lines) == 2
+    assert len(written) < 4 * 4097, written[:2000]
 
 
 def test_malformed_connections_write_a_bounded_number_of_warnings(tmp_path: Path) -> None:
