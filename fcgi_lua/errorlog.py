@@ -15,8 +15,10 @@ count for longer than the next line written once the window is over.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -112,6 +114,7 @@ class RepeatLimit(logging.Filter):
         self._clock = clock
         self._kinds: dict[tuple[str, int, str], _Kind] = {}
         self._next_sweep = 0.0
+        _LIMITS.add(self)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "fcgi_lua_summary", False):
@@ -176,6 +179,19 @@ class RepeatLimit(logging.Filter):
         )
         record.fcgi_lua_summary = True
         self.handler.handle(record)
+
+
+# A forked worker starts with its own counts: what the master suppressed
+# is the master's to report, not every worker's again.
+_LIMITS: weakref.WeakSet[RepeatLimit] = weakref.WeakSet()
+
+
+def _forget_in_child() -> None:
+    for limit in list(_LIMITS):
+        limit._kinds.clear()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 class _CountingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -141,3 +142,20 @@ def test_messages_that_all_differ_do_not_grow_the_table(logger: logging.Logger) 
         logger.error("%s", f"/srv/www/y.lua:{n}: other")
     assert len(lines(stream)) == 3000
     assert len(repeats._kinds) <= MAX_KINDS
+
+
+def test_a_forked_child_does_not_report_the_parents_counts(logger: logging.Logger) -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    repeats = RepeatLimit(handler, limit=1)
+    handler.addFilter(repeats)
+    logger.addHandler(handler)
+    for n in range(5):
+        logger.error("worker %d killed by SIGSEGV; replacing it", n)
+    assert repeats._kinds
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os._exit(0 if not repeats._kinds else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert repeats._kinds  # the parent still has them to report
