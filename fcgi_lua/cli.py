@@ -17,7 +17,7 @@ import tomllib
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from fcgi_lua import __version__, metrics
+from fcgi_lua import __version__, errorlog, metrics
 from fcgi_lua.config import Config, ConfigError, load
 from fcgi_lua.listeners import bind_all
 from fcgi_lua.request import Request
@@ -29,12 +29,9 @@ LOG_FORMAT = "%(asctime)s [%(levelname)s] %(process)d %(name)s: %(message)s"
 
 
 def setup_logging(config: Config) -> None:
-    handler: logging.Handler
-    if config.error_log == "stderr":
-        handler = logging.StreamHandler(sys.stderr)
-    else:
-        handler = logging.FileHandler(config.error_log)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler = errorlog.open_error_log(
+        config.error_log, LOG_FORMAT, config.log_max_line, config.log_repeat_limit
+    )
     log.handlers[:] = [handler]
     log.setLevel(config.log_level.upper())
     log.propagate = False

@@ -9,12 +9,14 @@ never accept connections nor know FastCGI.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import grp
 import os
 import pwd
 import socket
 import stat
+import time
 
 from fcgi_lua.config import Config, parse_listen
 
@@ -63,11 +65,7 @@ def describe_socket(sock: socket.socket) -> str:
 def bind_unix(path: str, mode: int, owner: str = "", group: str = "") -> socket.socket:
     """Bind a Unix socket, replacing a stale socket file but nothing else;
     ``owner``/``group`` (names or ids, "" to keep) are given to the file."""
-    try:
-        if stat.S_ISSOCK(os.lstat(path).st_mode):
-            os.unlink(path)
-    except FileNotFoundError:
-        pass
+    remove_stale_socket(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.bind(path)
@@ -80,6 +78,56 @@ def bind_unix(path: str, mode: int, owner: str = "", group: str = "") -> socket.
             raise OSError(errno.EINVAL, f"cannot chown {path}: unknown user or group") from exc
         raise
     return sock
+
+
+# How long a socket file that still answers may take to go stale: the
+# workers of a master killed with SIGKILL notice within a heartbeat
+# (workers.MasterWatch) and then close their listening sockets, so a
+# supervisor that restarts fcgi-lua at once waits for them, not fails.
+STALE_SOCKET_WAIT = 3.0
+
+
+def remove_stale_socket(path: str, wait: float | None = None) -> None:
+    """Unlink the socket file at ``path`` if nobody listens on it (left by
+    a process that died without removing it, e.g. a master killed with
+    SIGKILL); anything else stays.
+
+    Whether anybody listens is asked by connecting: refused means stale.
+    A socket that accepts for ``wait`` seconds is another server's:
+    OSError(EADDRINUSE), never an unlink (that would steal its address
+    and leave it serving nobody).  So is one that cannot be probed (no
+    permission, a full backlog).  A file that is not a socket is left for
+    bind() to refuse."""
+    deadline = time.monotonic() + (STALE_SOCKET_WAIT if wait is None else wait)
+    while True:
+        try:
+            if not stat.S_ISSOCK(os.lstat(path).st_mode):
+                return
+        except FileNotFoundError:
+            return
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(1.0)
+        try:
+            probe.connect(path)
+        except ConnectionRefusedError:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise OSError(
+                errno.EADDRINUSE,
+                f"cannot bind {path}: a socket is there and cannot be probed ({exc}); "
+                "is another server listening on it?",
+            ) from exc
+        finally:
+            probe.close()
+        if time.monotonic() >= deadline:
+            raise OSError(
+                errno.EADDRINUSE, f"cannot bind {path}: another process is listening on it"
+            )
+        time.sleep(0.1)
 
 
 def _user_id(owner: str) -> int:

@@ -21,7 +21,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from fcgi_lua import fastcgi
+from fcgi_lua import errorlog, fastcgi
 from fcgi_lua.flow import ConnectionGone
 from fcgi_lua.http import error_response
 from fcgi_lua.quirks import from_monkey, monkey_params, without_content_length
@@ -73,6 +73,7 @@ class Sink:
     def stderr(self, data: bytes) -> None:
         conn = self._conn
         if not conn.closed:
+            data = errorlog.clip_bytes(data, conn.server.config.log_max_line)
             conn.write(conn.codec.send(fastcgi.Stderr(self._request_id, data)))
 
 

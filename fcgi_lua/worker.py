@@ -27,7 +27,7 @@ from fcgi_lua import __version__, metrics
 from fcgi_lua.accesslog import AccessLog
 from fcgi_lua.config import Config
 from fcgi_lua.server import Server
-from fcgi_lua.workers import HEARTBEAT_INTERVAL, heartbeat, reopen_log_files
+from fcgi_lua.workers import MasterWatch, reopen_log_files
 
 log = logging.getLogger("fcgi_lua")
 
@@ -153,16 +153,10 @@ async def serve(
         loop.add_signal_handler(signal.SIGHUP, _reload_needs_a_master)
     server.on_max_requests = graceful
     engine.on_exhausted = graceful  # lua_memory_limit: a VM too full to go on
-    beat: asyncio.TimerHandle | None = None
-    if heartbeat_fd is not None:
-        os.set_blocking(heartbeat_fd, False)
-
-        def tick() -> None:
-            nonlocal beat
-            heartbeat(heartbeat_fd)
-            beat = loop.call_later(HEARTBEAT_INTERVAL, tick)
-
-        tick()
+    # the heartbeat; if the master dies, stop as gracefully as on SIGTERM
+    watch = MasterWatch(heartbeat_fd, graceful) if heartbeat_fd is not None else None
+    if watch is not None:
+        watch.start()
     sampler: asyncio.TimerHandle | None = None
     if recorder is not None or access_log is not None:
 
@@ -189,8 +183,8 @@ async def serve(
     # Pending ngx.timer callbacks run now (premature), alongside the
     # requests still finishing; both get the same timeout.
     await asyncio.gather(server.stop(timeout), engine.shutdown(timeout))
-    if beat is not None:
-        beat.cancel()
+    if watch is not None:
+        watch.stop()
     if sampler is not None:
         sampler.cancel()
     if recorder is not None:
