@@ -115,6 +115,10 @@ def remove_stale_socket(path: str, wait: float | None = None) -> None:
             return
         except FileNotFoundError:
             return
+        except BlockingIOError as exc:  # a full backlog: somebody listens
+            raise OSError(
+                errno.EADDRINUSE, f"cannot bind {path}: another process is listening on it"
+            ) from exc
         except OSError as exc:
             raise OSError(
                 errno.EADDRINUSE,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-import fcgi_lua.server as server_module
+import fcgi_lua.listeners as listeners_module
 from fcgi_lua.listeners import bind_unix
 from tests.integration.fcgi_client import begin, params, read_until_ended
 from tests.integration.test_workers import SCRIPTS, running_stack, wait_for
@@ -111,7 +111,7 @@ def refused(address: tuple[str, int]) -> bool:
 def test_a_socket_somebody_listens_on_is_never_replaced(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(server_module, "STALE_SOCKET_WAIT", 0.3, raising=False)
+    monkeypatch.setattr(listeners_module, "STALE_SOCKET_WAIT", 0.3)
     path = str(tmp_path / "live.sock")
     live = bind_unix(path, 0o600)
     live.listen(8)
