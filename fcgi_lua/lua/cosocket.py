@@ -837,8 +837,13 @@ class Cosockets:
             handle = request[b"cosocket_owner"]
         except Exception:  # not a Lua table: nothing was opened
             return
+        if handle is not None:
+            self.release_owner(handle)
+
+    def release_owner(self, handle: int) -> None:
+        """What owner ``handle`` holds is closed (ngx.lua, at a request's end)."""
         owner = _OBJECTS.get(handle)
-        if isinstance(owner, Owner):
+        if type(owner) is Owner:
             owner.close_all()
 
     def close_all(self) -> None:
@@ -1157,6 +1162,7 @@ class Cosockets:
         """What socket.lua gets to call."""
         return {
             b"new_owner": self.new_owner,
+            b"release_owner": self.release_owner,
             b"connect": self.connect,
             b"connect_result": self.connect_result,
             b"send": self.send,

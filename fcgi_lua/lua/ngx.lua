@@ -52,10 +52,12 @@ local getinfo = debug.getinfo
 local setfenv = setfenv -- nil on Lua 5.2+
 local loadstring = loadstring or load
 local unpack = unpack or table.unpack
+local collectgarbage = collectgarbage
 
 local py_log = helpers.log
 local py_error_page = helpers.error_page
 local py_update_time = helpers.update_time
+local py_params = helpers.params
 local reasons = helpers.reasons
 local DEFAULT_TYPE = helpers.default_type
 -- ngx.null is the NULL light userdata, as in OpenResty: the same value as
@@ -1064,13 +1066,25 @@ end
 
 ---------------------------------------------------------------- ngx.var
 
+-- The request's FastCGI params, { name, value, name, value, ... }: asked
+-- of Python (one crossing) the first time the request needs them, so a
+-- script that reads no variable and no header never pays for them.
+local function params_of(r)
+    local params = r.params
+    if not params then
+        params = py_params()
+        r.params = params
+    end
+    return params
+end
+
 local function request_vars(r)
     local vars = r.vars
     if vars then
         return vars
     end
     vars = {}
-    local params = r.params
+    local params = params_of(r)
     for i = 1, #params, 2 do
         local k = lower(params[i])
         if vars[k] == nil then
@@ -1158,7 +1172,7 @@ local function cookie_header(r)
     local cookies = r.cookie_header
     if cookies == nil then
         local parts = {}
-        local params = r.params
+        local params = params_of(r)
         for i = 1, #params, 2 do
             if params[i] == "HTTP_COOKIE" then
                 parts[#parts + 1] = params[i + 1]
@@ -1333,7 +1347,7 @@ local req_headers_mt = {
 }
 
 local function each_request_header(r)
-    local params = r.params
+    local params = params_of(r)
     local list = r.header_list
     if list then
         return list
@@ -1434,7 +1448,7 @@ function req.set_header(name, value)
     local values = header_values(value)
     local key = "HTTP_" .. upper((gsub(name, "-", "_")))
     -- $content_type and $content_length do not follow (nginx 1.22 neither)
-    local params, out = r.params, {}
+    local params, out = params_of(r), {}
     for i = 1, #params, 2 do
         local k = params[i]
         if k ~= key then
@@ -1932,18 +1946,11 @@ local function step(r, ok, first, cmd, arg)
     end
 end
 
-local function new_request(params, now)
+local function new_request(head, now)
     local env = setmetatable({}, env_mt)
     env._G = env
-    local method
-    for i = 1, #params, 2 do
-        if params[i] == "REQUEST_METHOD" then
-            method = params[i + 1]
-            break
-        end
-    end
     return {
-        params = params,
+        -- params: fetched when first needed (params_of)
         env = env,
         status = 0,
         hkeys = {},
@@ -1953,15 +1960,35 @@ local function new_request(params, now)
         header_sent = false,
         emitted = false,
         eof = false,
-        head = method == "HEAD",
+        head = head,
         start_time = floor(now * 1000) / 1000,
     }
 end
 
--- Python: r, cmd, arg = start(factory, params, now, cgi)
-local function start(factory, params, now, cgi)
+-- A request's end, as start and drive hand it to Python: its sockets
+-- and semaphore waits are let go of here, so that Python need not cross
+-- over to look for them (it still does after a failure or a kill).
+local function ended(r, cmd, arg, extra)
+    if cmd == "done" then
+        if r.cosocket_owner then
+            extensions.close_sockets(r)
+        end
+        if r.parked then
+            extensions.release_parked(r)
+        end
+    end
+    return cmd, arg, extra
+end
+
+-- Python: r, cmd, arg, extra = start(factory, now, cgi, head, guard_kb);
+-- nil, "memory" (and nothing started) when the VM holds more than
+-- guard_kb (lua_memory_limit's share where a request may not start).
+local function start(factory, now, cgi, head, guard_kb)
+    if guard_kb > 0 and collectgarbage("count") > guard_kb then
+        return nil, "memory", nil, nil
+    end
     now_cache = now
-    local r = new_request(params, now)
+    local r = new_request(head, now)
     local fn
     if setfenv then
         fn = factory()
@@ -1975,7 +2002,7 @@ local function start(factory, params, now, cgi)
     r.co = co_create(fn)
     cur = r
     cur_ctx = r
-    return r, step(r, co_resume(r.co))
+    return r, ended(r, step(r, co_resume(r.co)))
 end
 
 -- Before resuming a coroutine of the context `ctx` (a request or a timer).
@@ -1992,7 +2019,7 @@ end
 -- Python: cmd, arg = drive(r, now, value), r a request or a timer context
 local function drive(r, now, value)
     enter(r, now)
-    return step(r, co_resume(r.co, value))
+    return ended(r, step(r, co_resume(r.co, value)))
 end
 
 -- The response for an error inside the script, when headers are not out.
@@ -2050,6 +2077,10 @@ extensions.finish = finish
 extensions.finish_exit = finish_exit
 extensions.fail = fail
 extensions.resume = co_resume -- the raw one: coroutine.resume passes I/O yields up
+extensions.params = params_of -- for cgi.lua
+-- filled in by socket.lua and thread.lua: what a request that ended let go of
+extensions.close_sockets = function(r) end
+extensions.release_parked = function(r) end
 
 return {
     compile = compile,
