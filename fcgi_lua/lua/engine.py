@@ -594,7 +594,7 @@ class LuaEngine:
             began = perf_counter()
             # one crossing: the params follow only if the script asks
             r, cmd, arg, extra = self._start(factory, time.time(), cgi, head, self._guard_kb)
-            if r is None:  # the VM is nearly full: collect, then start or refuse
+            if cmd == b"memory":  # the VM is nearly full: collect, then start or refuse
                 if not self._make_room(request):
                     await self._fail(
                         request, sink, "not enough memory (lua_memory_limit)", emitted=False

@@ -635,7 +635,24 @@ end
 local NO_BODY_STATUS = { [204] = true, [304] = true }
 
 -- Response headers: r.hkeys lists normalised keys in first-set order;
--- r.hvals[key] = { name = "As-Set", value, ... }.
+-- r.hvals[key] = { name = "As-Set", value, ... }.  Both start as the one
+-- shared empty table NO_HEADERS (most scripts set none), replaced by the
+-- request's own on the first header set (new_header).
+local NO_HEADERS = setmetatable({}, { __newindex = function() error("NO_HEADERS is read-only") end })
+
+local function new_header(r, key, h)
+    local hkeys = r.hkeys
+    if hkeys == NO_HEADERS then
+        hkeys = {}
+        r.hkeys = hkeys
+        r.hvals = {}
+    end
+    local pos = #hkeys + 1
+    hkeys[pos] = key
+    h.pos = pos
+    r.hvals[key] = h
+    return h
+end
 local function header_key(name)
     return lower((gsub(name, "_", "-")))
 end
@@ -644,26 +661,44 @@ local function reason(status)
     return reasons[status] or "Unknown"
 end
 
+-- "Status: 200 OK\r\n" and the like, made once per status
+local status_lines = setmetatable({}, {
+    __index = function(t, status)
+        local line = "Status: " .. format("%d", status) .. " " .. reason(status) .. "\r\n"
+        if type(status) == "number" and status >= 100 and status <= 999 then
+            t[status] = line
+        end
+        return line
+    end,
+})
+local DEFAULT_TYPE_LINE = "Content-Type: " .. DEFAULT_TYPE .. "\r\n"
+
 -- The CGI header block: "Status:" first (Monkey only honours it there),
--- then Content-Type, then the script's headers in the order first set.
-local function header_block(r, status, content_length, streaming, error_type)
-    local lines = { "Status: ", format("%d", status), " ", reason(status), "\r\n" }
+-- then Content-Type, then the script's headers in the order first set;
+-- then `body`, if given (one string made, not two).
+local function header_block(r, status, content_length, streaming, error_type, body)
     local hvals = r.hvals
     local ct = hvals["content-type"]
+    local ct_line = ""
     if error_type then
-        lines[#lines + 1] = "Content-Type: " .. error_type .. "\r\n"
+        ct_line = "Content-Type: " .. error_type .. "\r\n"
     elseif ct then
-        lines[#lines + 1] = "Content-Type: " .. ct[#ct] .. "\r\n"
+        ct_line = "Content-Type: " .. ct[#ct] .. "\r\n"
     elseif not NO_BODY_STATUS[status] and not r.cgi then -- CGI: as the script said
-        lines[#lines + 1] = "Content-Type: " .. DEFAULT_TYPE .. "\r\n"
+        ct_line = DEFAULT_TYPE_LINE
     end
     local cl = hvals["content-length"]
+    local cl_line = ""
     if content_length and (error_type or not cl) then
-        lines[#lines + 1] = "Content-Length: " .. content_length .. "\r\n"
+        cl_line = "Content-Length: " .. content_length .. "\r\n"
     elseif cl and not error_type then
-        lines[#lines + 1] = "Content-Length: " .. cl[#cl] .. "\r\n"
+        cl_line = "Content-Length: " .. cl[#cl] .. "\r\n"
     end
     local hkeys = r.hkeys
+    if #hkeys == 0 and not streaming then -- the script set no other header
+        return status_lines[status] .. ct_line .. cl_line .. "\r\n" .. (body or "")
+    end
+    local lines = { status_lines[status], ct_line, cl_line }
     for i = 1, #hkeys do
         local key = hkeys[i]
         local h = hvals[key]
@@ -680,6 +715,7 @@ local function header_block(r, status, content_length, streaming, error_type)
         lines[#lines + 1] = "X-Accel-Buffering: no\r\n"
     end
     lines[#lines + 1] = "\r\n"
+    lines[#lines + 1] = body
     return concat(lines)
 end
 
@@ -695,9 +731,19 @@ end
 -- so a Content-Length can be given.
 local function take_output(r, final)
     local body = ""
-    if r.nout > 0 then
-        body = concat(r.out, "", 1, r.nout)
-        r.out = {}
+    local nout = r.nout
+    if nout > 0 then
+        local out = r.out
+        if nout == 1 then
+            body = out[1]
+        elseif nout == 2 then -- ngx.say's text and newline
+            body = out[1] .. out[2]
+        else
+            body = concat(out, "", 1, nout)
+        end
+        if not final then -- else the request ends: nothing will be printed
+            r.out = {}
+        end
         r.nout = 0
     end
     if r.emitted then
@@ -713,11 +759,10 @@ local function take_output(r, final)
     if final and not NO_BODY_STATUS[status] then
         length = #body
     end
-    local block = header_block(r, status, length, not final)
     if r.head or NO_BODY_STATUS[status] then
-        return block
+        return header_block(r, status, length, not final)
     end
-    return block .. body
+    return header_block(r, status, length, not final, nil, body)
 end
 
 local function error_response(r, status)
@@ -730,11 +775,10 @@ local function error_response(r, status)
         return header_block(r, status, nil, false)
     end
     local page = py_error_page(status)
-    local block = header_block(r, status, #page, false, "text/html")
     if r.head then
-        return block
+        return header_block(r, status, #page, false, "text/html")
     end
-    return block .. page
+    return header_block(r, status, #page, false, "text/html", page)
 end
 
 -- Appends v's bytes to buf; false and a reason when v cannot be printed.
@@ -913,8 +957,7 @@ function ngx.redirect(uri, status)
     end
     local key = "location"
     if not r.hvals[key] then
-        r.hkeys[#r.hkeys + 1] = key
-        r.hvals[key] = { name = "Location", pos = #r.hkeys }
+        new_header(r, key, { name = "Location" })
     end
     local h = r.hvals[key]
     for i = #h, 1, -1 do
@@ -986,7 +1029,9 @@ local function set_header(r, name, value)
     end
     local h = r.hvals[key]
     if not values then
-        r.hvals[key] = nil
+        if h then
+            r.hvals[key] = nil
+        end
         return
     end
     if h then
@@ -995,9 +1040,7 @@ local function set_header(r, name, value)
             h[i] = nil
         end
     else
-        r.hkeys[#r.hkeys + 1] = key
-        h = { name = CANONICAL[key] or header_text((gsub(name, "_", "-"))), pos = #r.hkeys }
-        r.hvals[key] = h
+        h = new_header(r, key, { name = CANONICAL[key] or header_text((gsub(name, "_", "-"))) })
     end
     for i = 1, #values do
         h[i] = values[i]
@@ -1930,16 +1973,16 @@ local function step(r, ok, first, cmd, arg)
         if not ok then
             return fail(r, first)
         end
-        if co_status(r.co) == "dead" then
-            r.dead = true
-            return finish(r)
-        end
-        if first == IO then
+        if first == IO then -- (never what a script returns: IO is private)
             if cmd == "exit" then
                 r.dead = true
                 return finish_exit(r, arg)
             end
             return cmd, arg, nil
+        end
+        if co_status(r.co) == "dead" then
+            r.dead = true
+            return finish(r)
         end
         -- a bare coroutine.yield() in the request itself: let others run
         return "sleep", 0, nil
@@ -1953,8 +1996,8 @@ local function new_request(head, now)
         -- params: fetched when first needed (params_of)
         env = env,
         status = 0,
-        hkeys = {},
-        hvals = {},
+        hkeys = NO_HEADERS,
+        hvals = NO_HEADERS,
         out = {},
         nout = 0,
         header_sent = false,
@@ -1981,8 +2024,9 @@ local function ended(r, cmd, arg, extra)
 end
 
 -- Python: r, cmd, arg, extra = start(factory, now, cgi, head, guard_kb);
--- nil, "memory" (and nothing started) when the VM holds more than
--- guard_kb (lua_memory_limit's share where a request may not start).
+-- r is false when cmd is "done" (Python needs no handle on a request that
+-- is over); nil, "memory" (and nothing started) when the VM holds more
+-- than guard_kb (lua_memory_limit's share where a request may not start).
 local function start(factory, now, cgi, head, guard_kb)
     if guard_kb > 0 and collectgarbage("count") > guard_kb then
         return nil, "memory", nil, nil
@@ -2002,7 +2046,11 @@ local function start(factory, now, cgi, head, guard_kb)
     r.co = co_create(fn)
     cur = r
     cur_ctx = r
-    return r, ended(r, step(r, co_resume(r.co)))
+    local cmd, arg, extra = ended(r, step(r, co_resume(r.co)))
+    if cmd == "done" then
+        return false, cmd, arg, extra
+    end
+    return r, cmd, arg, extra
 end
 
 -- Before resuming a coroutine of the context `ctx` (a request or a timer).
