@@ -50,6 +50,7 @@ class Deadline:
         if owner is not None:
             self.owner = None
             self.args = ()
+            self.callback = _nothing  # a bound method would keep its object alive
             owner._cancelled()
 
     @property
@@ -206,6 +207,10 @@ def current() -> Deadlines:
     if heap is None:
         heap = _PER_LOOP[loop] = Deadlines(loop)
     return heap
+
+
+def _nothing(*args: Any) -> None:
+    return None
 
 
 def _wake(future: asyncio.Future[None]) -> None:

@@ -17,6 +17,7 @@ import fnmatch
 import hashlib
 import hmac
 import importlib
+import itertools
 import logging
 import os
 import re
@@ -551,13 +552,14 @@ class LuaEngine:
 
     # -- helpers called from Lua ---------------------------------------------
 
-    def _params(self) -> Any:
-        """The running request's params as ngx.lua keeps them: one flat
-        table {name, value, name, value, ...} (asked once per request, and
-        only by a script that reads a variable or a header)."""
+    def _params(self) -> tuple[bytes, ...]:
+        """The running request's params as ngx.lua keeps them, name, value,
+        name, value, ... (returned as that many values: Lua's { ... } makes
+        the table faster than table_from); asked once per request, and only
+        by a script that reads a variable or a header."""
         request = self._request
         params = request.params if request is not None else ()
-        return self._lua.table_from([item for pair in params for item in pair])
+        return tuple(itertools.chain.from_iterable(params))
 
     def _graceful_exit(self) -> None:
         # ngx.process.signal_graceful_exit(): the worker stops gracefully

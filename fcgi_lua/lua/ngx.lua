@@ -1115,7 +1115,7 @@ end
 local function params_of(r)
     local params = r.params
     if not params then
-        params = py_params()
+        params = { py_params() }
         r.params = params
     end
     return params

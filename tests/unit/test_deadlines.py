@@ -198,3 +198,25 @@ def test_expiries_report_a_failing_callback_and_go_on() -> None:
     fired, errors = run(main())
     assert fired == [0, 1, 2]
     assert len(errors) == 1 and "expiry callback" in errors[0]
+
+
+def test_a_cancelled_deadline_lets_go_of_its_callback() -> None:
+    # Cancelled entries wait in the heap until they would have fired: a
+    # bound method kept there would keep its object (a connection) alive.
+    import gc
+    import weakref
+
+    class Conn:
+        def timed_out(self) -> None:
+            raise AssertionError("cancelled")
+
+    async def main() -> bool:
+        heap = Deadlines()
+        conn = Conn()
+        ref = weakref.ref(conn)
+        heap.call_later(60, conn.timed_out).cancel()
+        del conn
+        gc.collect()
+        return ref() is None
+
+    assert run(main())
