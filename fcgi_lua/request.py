@@ -33,7 +33,7 @@ __all__ = [
 
 
 class Request:
-    __slots__ = ("_multipart", "body", "params", "script_path")
+    __slots__ = ("_multipart", "body", "method", "params", "script_path")
 
     def __init__(
         self,
@@ -46,8 +46,22 @@ class Request:
     ) -> None:
         self.params = params
         self.script_path = script_path
-        length = self.param(b"CONTENT_LENGTH")
-        if length is None and self.param(b"HTTP_TRANSFER_ENCODING") is not None:
+        # One pass over the params for what the request itself needs (the
+        # first of each, as param() finds them).
+        length: bytes | None = None
+        chunked = False
+        method: bytes | None = None
+        for name, value in params:
+            if name == b"REQUEST_METHOD":
+                if method is None:
+                    method = value
+            elif name == b"CONTENT_LENGTH":
+                if length is None:
+                    length = value
+            elif name == b"HTTP_TRANSFER_ENCODING":
+                chunked = True
+        self.method = method or b""
+        if length is None and chunked:
             # Apache's mod_proxy_fcgi forwards a chunked body it has not read
             # whole with no CONTENT_LENGTH: it runs to the end of STDIN.
             # (No CONTENT_LENGTH and no Transfer-Encoding is Monkey's

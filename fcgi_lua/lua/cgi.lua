@@ -459,7 +459,7 @@ local function new_io(st)
 end
 
 local function new_os(st, r)
-    local params = r.params
+    local params = ext.params(r)
     local os = setmetatable({}, { __index = real_os })
 
     -- The request's CGI variables only: like fcgiwrap, the worker's own
@@ -505,7 +505,7 @@ end
 -- The request r runs the chunk main in CGI mode: its env gets the proxies.
 function _M.wrap(r, main)
     local filename
-    local params = r.params
+    local params = ext.params(r)
     for i = 1, #params, 2 do
         if params[i] == "SCRIPT_FILENAME" then
             filename = params[i + 1]
