@@ -962,7 +962,7 @@ function _M.wrap(r, main)
     env.io = new_io(st, dir)
     env.os = new_os(st, r, dir)
     env.print = new_print(st)
-    env.arg = { [0] = filename }
+    env.arg = { [0] = filename or path }
     new_loading(env, dir, st)
     return function(...)
         main(...)
@@ -1037,7 +1037,7 @@ function os.exit(code)
     local where = ""
     local info = getinfo(2, "Sl")
     if info and info.currentline and info.currentline > 0 then
-        where = " at " .. gsub(info.short_src, "^@", "") .. ":" .. info.currentline
+        where = " at " .. gsub(info.source, "^@", "") .. ":" .. info.currentline
     end
     py_log(ALERT, format("os.exit(%s) in %s%s: the worker process exits (ngx.exit ends a "
                           .. "request)", tostring(code), exiting_script(), where))
