@@ -87,11 +87,13 @@ local function quote(s)
     return '"' .. gsub(s, "%c", function(c) return format("\\x%02X", c:byte()) end) .. '"'
 end
 
--- "Status: 404 Not Found\nContent-Type: text/html\n" -> 404, { {name, value}, ... }
--- or nil, why.  Location without Status means 302 (as nginx does for
--- FastCGI); neither means 200.
+-- "Status: 404 Not Found\nContent-Type: text/html\n" -> 404, { {name, value}, ... },
+-- "404 Not Found" (the Status line to pass on), or nil, why.  Location
+-- without Status means 302, neither means 200, with the reason phrases
+-- nginx gives such a CGI response: the front server sees what it would
+-- see from the script run by fcgiwrap.
 function _M.parse_header_block(head)
-    local status
+    local status, status_text
     local headers = {}
     local location = false
     for raw in gmatch(head, "[^\n]+") do
@@ -112,6 +114,7 @@ function _M.parse_header_block(head)
                     return nil, "bad Status header " .. quote(value)
                 end
                 status = code
+                status_text = value
             else
                 if key == "location" then
                     location = true
@@ -122,15 +125,17 @@ function _M.parse_header_block(head)
     end
     if not status then
         status = location and 302 or 200
+        status_text = location and "302 Moved Temporarily" or "200 OK"
     end
-    return status, headers
+    return status, headers, status_text
 end
 
 local parse_header_block = _M.parse_header_block
 
 -- Sets the parsed header block as the response's status and headers;
 -- repeated names (Set-Cookie) keep every value, in order.
-local function apply_headers(status, headers)
+local function apply_headers(st, status, headers, status_text)
+    st.r.status_text = status_text
     local groups, order = {}, {}
     for _, h in ipairs(headers) do
         local key = lower(h[1])
@@ -173,11 +178,11 @@ local function output(st, s)
         return true
     end
     st.buf = ""
-    local status, headers = parse_header_block(sub(buf, 1, head_len))
+    local status, headers, status_text = parse_header_block(sub(buf, 1, head_len))
     if not status then
         return nil, "malformed CGI response: " .. headers
     end
-    apply_headers(status, headers)
+    apply_headers(st, status, headers, status_text)
     st.headed = true
     local body = sub(buf, body_from + 1)
     if body ~= "" then
@@ -206,11 +211,11 @@ local function finish(st)
         end
         error(script_name(st) .. ": CGI script produced no output", 0)
     end
-    local status, headers = parse_header_block(buf)
+    local status, headers, status_text = parse_header_block(buf)
     if not status then
         error(script_name(st) .. ": malformed CGI response: " .. headers, 0)
     end
-    apply_headers(status, headers)
+    apply_headers(st, status, headers, status_text)
     st.headed = true
 end
 
@@ -956,7 +961,7 @@ function _M.wrap(r, main)
     local source = getinfo(main, "S").source
     local path = sub(source, 1, 1) == "@" and sub(source, 2) or filename
     local dir = path and match(path, "^(.*/)[^/]*$")
-    local st = { buf = "", headed = false, filename = filename or path }
+    local st = { r = r, buf = "", headed = false, filename = filename or path }
     r.cgi = true -- no default Content-Type: the script's header block decides
     local env = r.env
     env.io = new_io(st, dir)

@@ -645,7 +645,13 @@ end
 -- The CGI header block: "Status:" first (Monkey only honours it there),
 -- then Content-Type, then the script's headers in the order first set.
 local function header_block(r, status, content_length, streaming, error_type)
-    local lines = { "Status: ", format("%d", status), " ", reason(status), "\r\n" }
+    local lines
+    local status_text = r.status_text -- CGI mode: the script's own (cgi.lua)
+    if status_text and status == r.status and not error_type then
+        lines = { "Status: ", status_text, "\r\n" }
+    else
+        lines = { "Status: ", format("%d", status), " ", reason(status), "\r\n" }
+    end
     local hvals = r.hvals
     local ct = hvals["content-type"]
     if error_type then
