@@ -100,6 +100,23 @@ def test_header_block_written_in_pieces(tmp_path: Path) -> None:
     assert res.body == b"body\n"
 
 
+@pytest.mark.parametrize(
+    ("output", "status_line"),
+    [
+        ("Status: 404\n\n", b"Status: 404"),
+        ("Status: 404 Nope\r\n\r\n", b"Status: 404 Nope"),
+        ("Status:   503 Service Unavailable  \n\n", b"Status: 503 Service Unavailable"),
+        ("Location: /x\n\n", b"Status: 302 Moved Temporarily"),
+        ("Content-Type: text/plain\n\n", b"Status: 200 OK"),
+    ],
+)
+def test_status_line_is_the_scripts(tmp_path: Path, output: str, status_line: bytes) -> None:
+    # what nginx makes its status line of, as from fcgiwrap: the script's
+    # Status value as written, or nginx's own text for a CGI response
+    res = cgi(tmp_path, _write(output))
+    assert res.raw.split(b"\r\n")[0] == status_line
+
+
 def test_no_default_content_type(tmp_path: Path) -> None:
     res = cgi(tmp_path, 'print("Status: 302")\nprint("Location: /x")\nprint()')
     assert res.status == 302
@@ -311,9 +328,7 @@ def app_files(root: Path, files: dict[str, str]) -> None:
         path.write_bytes(textwrap.dedent(text).encode())
 
 
-def run_file(
-    engine: LuaEngine, path: Path, *, query: bytes = b"", body: bytes = b""
-) -> Response:
+def run_file(engine: LuaEngine, path: Path, *, query: bytes = b"", body: bytes = b"") -> Response:
     sink = MemorySink()
     params = make_params(query=query, extra=[(b"SCRIPT_FILENAME", os.fsencode(path))])
     asyncio.run(engine.run(FakeRequest(str(path), params, body), sink))
@@ -440,7 +455,8 @@ def test_modules_load_fresh_for_each_request(tmp_path: Path) -> None:
         tmp_path,
         {
             "counter.lua": "local n = 0\nreturn function() n = n + 1 return n end\n",
-            "old.lua": 'module("old", package.seeall)\nfunction hello() return os.getenv("QUERY_STRING") end\n',
+            "old.lua": 'module("old", package.seeall)\n'
+            'function hello() return os.getenv("QUERY_STRING") end\n',
         },
     )
     script = SHEBANG + (
@@ -527,14 +543,19 @@ def test_sandbox_confines_what_a_cgi_request_loads(tmp_path: Path) -> None:
             "s.lua": SHEBANG
             + 'package.path = "lib/?.lua;../?.lua"\n'
             + 'print("Content-Type: text/plain\\n")\n'
-            + "print(require 'ok', pcall(require, 'secret'), pcall(dofile, '../secret.lua'))\n",
+            + "print(require 'ok', pcall(require, 'secret'), pcall(dofile, '../secret.lua'))\n"
+            + "print(pcall(io.lines, '../secret.lua'))\n"
+            + "print(pcall(io.input, '../secret.lua'))\n",
         },
     )
     (tmp_path / "secret.lua").write_text("return 'SECRET'\n")
     res = run_file(LuaEngine(sandbox=True, root=str(root)), root / "s.lua")
     assert res.status == 200, res.raw
     assert b"SECRET" not in res.body.replace(b"secret.lua", b"")
-    assert res.body.startswith(b"inside\tfalse\t")
+    lines = res.body.splitlines()
+    assert lines[0].startswith(b"inside\tfalse\t")
+    assert lines[1].startswith(b"false\t") and b"outside the sandbox" in lines[1]
+    assert lines[2].startswith(b"false\t") and b"outside the sandbox" in lines[2]
 
 
 def run_in_child(tmp_path: Path, code: str) -> subprocess.CompletedProcess[str]:
@@ -597,8 +618,8 @@ def test_os_exit_in_a_module_ends_the_request_not_the_worker(tmp_path: Path) -> 
         """,
     )
     assert child.returncode == 0, child.stderr
-    assert child.stdout.count("Status: 404 Not Found") == 2, child.stdout
-    assert child.stdout.count("Status: 410 Gone") == 2, child.stdout
+    assert child.stdout.count("Status: 404\\r\\n") == 2, child.stdout
+    assert child.stdout.count("Status: 410\\r\\n") == 2, child.stdout
     assert "failed\\n" in child.stdout
     assert "never printed" not in child.stdout
     assert child.stdout.endswith("still serving\n")
