@@ -25,6 +25,7 @@ local pcall = pcall
 local setmetatable = setmetatable
 local getmetatable = getmetatable
 local rawequal = rawequal
+local rawget = rawget
 local setfenv = setfenv -- nil on Lua 5.2+
 local loadstring = loadstring or load
 local byte = string.byte
@@ -424,8 +425,11 @@ end
 -- Messages name the file as the script wrote it, as in a CGI process:
 -- "data/x.txt: No such file or directory", not the resolved path.
 local function as_given(err, full, path)
-    if type(err) == "string" and full ~= path and sub(err, 1, #full) == full then
-        return path .. sub(err, #full + 1)
+    if type(err) == "string" and full ~= path then
+        local s, e = find(err, full, 1, true)
+        if s then
+            return sub(err, 1, s - 1) .. path .. sub(err, e + 1)
+        end
     end
     return err
 end
@@ -693,6 +697,9 @@ end
 -- table, so that module() in that module makes a fresh one.
 local LOADING = function() end
 
+local preload_mt = { __index = real_package.preload }
+local real_require = require
+
 local function new_loading(env, dir, st)
     local pkg = {}
     for k, v in pairs(real_package) do
@@ -707,7 +714,7 @@ local function new_loading(env, dir, st)
     loaded.os = env.os
     loaded.package = pkg
     pkg.loaded = loaded
-    pkg.preload = setmetatable({}, { __index = real_package.preload })
+    pkg.preload = setmetatable({}, preload_mt)
 
     local function loadfile(path, mode, chunk_env)
         local src, err, full
@@ -755,8 +762,18 @@ local function new_loading(env, dir, st)
         return nil, concat(tried)
     end
 
+    -- The request's own preload entries; the VM's (fcgi-lua's modules:
+    -- resty.core, table.new, ffi ...) load once, through the VM's require.
     local function preload_searcher(name)
-        local loader = pkg.preload[name]
+        local preload = pkg.preload
+        local loader = rawget(preload, name)
+        if loader ~= nil then
+            return loader
+        end
+        if real_package.preload[name] ~= nil and getmetatable(preload) == preload_mt then
+            return function() return real_require(name) end
+        end
+        loader = preload[name]
         if loader == nil then
             return "\n\tno field package.preload['" .. name .. "']"
         end
@@ -788,9 +805,15 @@ local function new_loading(env, dir, st)
     end
 
     -- The VM's C searchers, with the request's package.cpath for the time
-    -- of the search (they read the shared package table's).
+    -- of the search (they read the shared package table's).  A C library
+    -- is loaded once per process: its module is the worker's (luaL_register
+    -- puts it in the worker's package.loaded anyway).
     local function with_cpath(searcher)
         return function(name)
+            local shared_loaded = real_package.loaded
+            if shared_loaded[name] ~= nil then
+                return function() return shared_loaded[name] end
+            end
             local shared = real_package.cpath
             real_package.cpath = pkg.cpath
             local ok, loader, extra = pcall(searcher, name)
@@ -798,7 +821,19 @@ local function new_loading(env, dir, st)
             if not ok then
                 error(loader, 0)
             end
-            return loader, extra
+            if type(loader) ~= "function" then
+                return loader, extra
+            end
+            return function(...)
+                local module = loader(...)
+                if module == nil then
+                    module = shared_loaded[name]
+                end
+                if module ~= nil and shared_loaded[name] == nil then
+                    shared_loaded[name] = module
+                end
+                return module
+            end, extra
         end
     end
 
@@ -896,6 +931,11 @@ local function new_loading(env, dir, st)
                 chunk_env = env
             end
             return real_G.load(chunk, chunkname, mode, chunk_env)
+        end
+        if real_G.loadstring then -- compat.lua's: text chunks only
+            env.loadstring = function(s, chunkname)
+                return real_G.load(s, chunkname, "t", env)
+            end
         end
     end
 

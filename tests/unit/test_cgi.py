@@ -656,3 +656,24 @@ async def _eval(src: str) -> bytes:
         sink = MemorySink()
         await LuaEngine().run(FakeRequest(str(path), make_params()), sink)
         return parse(sink.chunks).body
+
+
+def test_fcgi_lua_and_c_modules_are_the_workers(tmp_path: Path) -> None:
+    names = ["resty.core.base", "ngx.re", "table.new", "cjson"]
+    probe = "".join(f"ngx.say(tostring(require({n!r})))\n" for n in names)
+    engine = LuaEngine()
+    workers = run_script(tmp_path, probe, engine=engine).body
+    src = 'print("Content-Type: text/plain\\n")\n' + "".join(
+        f"print(tostring(require({n!r})))\n" for n in names
+    )
+    for _ in range(2):
+        assert run_script(tmp_path, SHEBANG + src, engine=engine).body == workers
+
+
+def test_io_lines_error_names_the_file_as_written(tmp_path: Path) -> None:
+    res = cgi(
+        tmp_path,
+        'print("Content-Type: text/plain\\n")\nprint(pcall(io.lines, "data/none.txt"))\n',
+    )
+    assert b"data/none.txt: No such file or directory" in res.body
+    assert str(tmp_path).encode() not in res.body
