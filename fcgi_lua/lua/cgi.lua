@@ -957,6 +957,11 @@ local function new_loading(env, dir, st)
                         m[part] = t
                     elseif type(t) ~= "table" then
                         error("name conflict for module '" .. modname .. "'", 2)
+                    elseif m == env and rawget(env, part) == nil then
+                        -- a shared global table (ngx, string): the request
+                        -- extends its own view of it, never the worker's
+                        t = setmetatable({}, { __index = t })
+                        env[part] = t
                     end
                     m = t
                 end

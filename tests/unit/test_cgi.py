@@ -677,3 +677,20 @@ def test_io_lines_error_names_the_file_as_written(tmp_path: Path) -> None:
     )
     assert b"data/none.txt: No such file or directory" in res.body
     assert str(tmp_path).encode() not in res.body
+
+
+def test_module_under_a_shared_global_stays_in_the_request(tmp_path: Path) -> None:
+    (tmp_path / "string").mkdir()
+    (tmp_path / "string" / "ext.lua").write_text(
+        'module("string.ext", package.seeall)\nfunction shout(s) return s:upper() end\n'
+    )
+    engine = LuaEngine()
+    script = SHEBANG + (
+        f'package.path = "{tmp_path}/?.lua"\n'
+        'require "string.ext"\n'
+        'print("Content-Type: text/plain\\n")\n'
+        'print(string.ext.shout("a"), string.rep("b", 2))\n'
+    )
+    assert run_script(tmp_path, script, engine=engine).body == b"A\tbb\n"
+    res = run_script(tmp_path, "ngx.say(tostring(string.ext))", engine=engine)
+    assert res.body == b"nil\n"
