@@ -46,6 +46,9 @@ HEARTBEAT_INTERVAL = 1.0
 # loop: replacements wait 0.5 s, 1 s, 2 s ... up to MAX_BACKOFF between tries.
 QUICK_DEATH = 2.0
 MAX_BACKOFF = 30.0
+# The status of a worker a script ended with os.exit; the worker logged
+# which script (fcgi_lua/lua/cgi.lua, "the worker's os.exit", same number).
+SCRIPT_EXIT_STATUS = 70
 
 WorkerMain = Callable[[Config, Sequence[socket.socket], int, int], int]
 
@@ -225,6 +228,8 @@ class Master:
             lived = time.monotonic() - worker.started
             if os.WIFSIGNALED(status):
                 how = f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+            elif os.WEXITSTATUS(status) == SCRIPT_EXIT_STATUS:
+                how = "ended by a script's os.exit (the worker logged which)"
             else:
                 how = f"exited with status {os.WEXITSTATUS(status)}"
             clean = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0

@@ -483,9 +483,8 @@ class LuaEngine:
         self._context = driver[b"extensions"][b"context"]  # the one running now
         if bind_budget is not None:
             bind_budget(self._context)
-        # The layers over the ngx API: CGI mode, then the mk.* API.
-        for layer in ("cgi.lua", "mk.lua"):
-            self._load_layer(layer, helpers, driver[b"extensions"])
+        # The mk.* API over the ngx API.
+        self._load_layer("mk.lua", helpers, driver[b"extensions"])
         self._cgi = CgiMarker(root, cgi_patterns)
         # ngx.socket.* and require "resty.X" (socket.lua, cosocket.py)
         self.cosockets = cosocket.install(lua, driver[b"extensions"])
@@ -508,8 +507,10 @@ class LuaEngine:
         self._drop_timer_lua = threads[b"drop_timer"]
         self._release = threads[b"release"]
         # resty.core and the ngx.* modules of lua-resty-core, and the
-        # table.* modules of OpenResty's LuaJIT (resty_core.lua, luajit.lua)
-        for layer in ("luajit.lua", "resty_core.lua"):
+        # table.* modules of OpenResty's LuaJIT (resty_core.lua, luajit.lua);
+        # CGI mode last: it takes fcgi-lua's own modules as a CGI request's
+        # built-ins (cgi.lua)
+        for layer in ("luajit.lua", "resty_core.lua", "cgi.lua"):
             self._load_layer(layer, helpers, driver[b"extensions"])
         self._start = driver[b"start"]
         self._drive = driver[b"drive"]

@@ -677,6 +677,11 @@ local DEFAULT_TYPE_LINE = "Content-Type: " .. DEFAULT_TYPE .. "\r\n"
 -- then Content-Type, then the script's headers in the order first set;
 -- then `body`, if given (one string made, not two).
 local function header_block(r, status, content_length, streaming, error_type, body)
+    local status_line = status_lines[status]
+    local status_text = r.status_text -- CGI mode: the script's own (cgi.lua)
+    if status_text and status == r.status and not error_type then
+        status_line = "Status: " .. status_text .. "\r\n"
+    end
     local hvals = r.hvals
     local ct = hvals["content-type"]
     local ct_line = ""
@@ -696,9 +701,9 @@ local function header_block(r, status, content_length, streaming, error_type, bo
     end
     local hkeys = r.hkeys
     if #hkeys == 0 and not streaming then -- the script set no other header
-        return status_lines[status] .. ct_line .. cl_line .. "\r\n" .. (body or "")
+        return status_line .. ct_line .. cl_line .. "\r\n" .. (body or "")
     end
-    local lines = { status_lines[status], ct_line, cl_line }
+    local lines = { status_line, ct_line, cl_line }
     for i = 1, #hkeys do
         local key = hkeys[i]
         local h = hvals[key]
