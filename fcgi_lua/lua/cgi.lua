@@ -411,7 +411,7 @@ local function new_io(st)
         if filename == nil then
             return input:lines(...)
         end
-        return io_lines(filename, ...)
+        return real_io.lines(filename, ...) -- looked up now: the sandbox's
     end
 
     function io.input(file)
@@ -419,7 +419,7 @@ local function new_io(st)
             return input
         end
         if type(file) == "string" then
-            local fh, err = io_open(file, "r")
+            local fh, err = real_io.open(file, "r") -- the sandbox's, if any
             if not fh then
                 error(err, 2)
             end
@@ -434,7 +434,7 @@ local function new_io(st)
             return out
         end
         if type(file) == "string" then
-            local fh, err = io_open(file, "w")
+            local fh, err = real_io.open(file, "w") -- the sandbox's, if any
             if not fh then
                 error(err, 2)
             end
