@@ -107,6 +107,26 @@ local function fill(shadow, t, name)
     end
 end
 
+-- Each table's name in errors: its shortest path from the globals
+-- (string.rep, not package.loaded.string.rep).
+local names = setmetatable({}, weak)
+
+local function name_all()
+    local queue, first, last = { G }, 1, 1
+    names[G] = "_G"
+    while first <= last do
+        local t = queue[first]
+        first = first + 1
+        for key, value in next, t do
+            if type(value) == "table" and names[value] == nil then
+                names[value] = rawequal(t, G) and tostring(key) or names[t] .. "." .. tostring(key)
+                last = last + 1
+                queue[last] = value
+            end
+        end
+    end
+end
+
 view_of = function(t, name)
     local view = views[t]
     if view then
@@ -115,6 +135,7 @@ view_of = function(t, name)
     if reals[t] then
         return t
     end
+    name = names[t] or name
     view = {}
     views[t] = view
     reals[view] = t
@@ -317,7 +338,8 @@ if getfenv then
         if rawequal(old, G) or shared(old) then
             error("cannot change the environment of a shared function", 2)
         end
-        return setfenv(t, env)
+        local fn = setfenv(t, env) -- not a tail call: the level counts this frame
+        return fn
     end
 end
 
@@ -386,6 +408,7 @@ local function seal()
     walk(G)
     walk(d_getregistry())
     walk(d_getmetatable(""))
+    name_all()
     view_G = view_of(G, "_G")
     -- the guarded builtins, and a coroutine table with the guarded ones
     local shadow_G = d_getmetatable(view_G).__index
@@ -402,7 +425,18 @@ local function seal()
     -- requests); their instances' metatables are sealed as they load
     if extensions.sandboxed then
         local require = G.require
+        local hidden = extensions.hidden_modules or {}
+        local loaded_shadow = d_getmetatable(view_G.package.loaded).__index
+        local preload_shadow = d_getmetatable(view_G.package.preload).__index
+        for name in next, hidden do
+            loaded_shadow[name] = false
+            preload_shadow[name] = false
+        end
         shadow_G.require = function(name)
+            if hidden[name] then
+                error("module '" .. tostring(name) .. "' is not available in the sandbox"
+                      .. " (docs/sandbox.md)", 2)
+            end
             local m = require(name)
             if type(m) == "table" then
                 walk(m)

@@ -7,8 +7,10 @@
 -- globals, so every request of the worker is sandboxed (docs/sandbox.md):
 --
 --   removed   os.execute, io.popen, os.exit, debug, package.loadlib,
---             string.dump, ffi, jit.* but its read-only fields, and the C
---             modules that reach the file system (lfs, posix)
+--             string.dump, jit.* but its read-only fields, the C modules
+--             that reach the file system (lfs, posix); ffi and
+--             resty.core.base for scripts (modules on the package path
+--             keep them)
 --   confined  io.open, io.lines, io.input, io.output, os.remove,
 --             os.rename, loadfile, dofile, require's Lua search: reads
 --             under the document root and the package path, writes only
@@ -254,10 +256,21 @@ end
 
 ---------------------------------------------------------------- ffi, jit
 
--- ffi is every C function of the process: no sandbox survives it.  The
--- layers that need it (resty_core.lua, luajit.lua) took it already.
-package.loaded.ffi = nil
-package.preload.ffi = nil
+-- ffi is every C function of the process, and a cdata pointer is raw
+-- memory: no script gets either.  Modules on the package path (the
+-- operator's, which no script can write) still load them, as they load C
+-- modules from the cpath: resty.core, lua-resty-lrucache.  isolation.lua
+-- hides these names from a script's require and package.loaded.
+local HIDDEN = {
+    ffi = true,
+    ["jit.util"] = true,
+    ["jit.profile"] = true,
+    ["jit.opt"] = true,
+    ["resty.core.base"] = true, -- get_string_buf & co. hand out cdata pointers
+}
+if extensions then
+    extensions.hidden_modules = HIDDEN
+end
 if jit then
     -- jit.on would let compiled traces skip the instruction budget's
     -- hook, jit.util/jit.attach inspect the VM: only the facts remain.
@@ -270,10 +283,6 @@ if jit then
     }
     _G.jit = facts
     package.loaded.jit = facts
-    for _, name in ipairs({ "jit.util", "jit.profile", "jit.opt" }) do
-        package.loaded[name] = nil
-        package.preload[name] = nil
-    end
 end
 
 ---------------------------------------------------------------- require
@@ -321,7 +330,7 @@ end
 
 local function pin_c(searcher)
     return function(name)
-        if DENIED_C[name] or find(name, "^posix[._]") or find(name, "^ffi") then
+        if DENIED_C[name] or find(name, "^posix[._]") then
             return "\n\tmodule '" .. name .. "' is not available in the sandbox"
         end
         package.cpath = pinned_cpath
