@@ -207,9 +207,7 @@ def test_memory_kept_in_shared_state_recycles_the_worker(tmp_path: Path, runtime
     # kept in a module's table: shared by every request of the VM (the
     # shared globals themselves are read-only to a request)
     (tmp_path / "keep.lua").write_text("return {}")
-    leak = (
-        "local t = require('keep') while true do t[#t + 1] = string.rep('x', 999) end"
-    )
+    leak = "local t = require('keep') while true do t[#t + 1] = string.rep('x', 999) end"
     engine = LuaEngine(
         runtime=runtime, lua_memory_limit=32 << 20, lua_package_path=f"{tmp_path}/?.lua;;"
     )
