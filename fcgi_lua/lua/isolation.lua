@@ -48,11 +48,12 @@ local d_getmetatable = debug.getmetatable
 local d_getupvalue = debug.getupvalue
 local d_getregistry = debug.getregistry
 
-local weak = { __mode = "k" }
-local views = setmetatable({}, weak) -- shared table -> its view
-local reals = setmetatable({}, weak) -- view -> the shared table
-local sealed = setmetatable({}, weak) -- every table that existed when sealed
-local walked = setmetatable({}, weak) -- functions whose upvalues were walked
+-- Strong tables: what they hold lives as long as the VM anyway, and the
+-- collector's atomic phase would walk weak ones on every cycle.
+local views = {} -- shared table -> its view
+local reals = {} -- view -> the shared table
+local sealed = {} -- every table that existed when sealed
+local walked = {} -- functions whose upvalues were walked
 
 local function read_only(name)
     return function(_, key)
@@ -109,7 +110,7 @@ end
 
 -- Each table's name in errors: its shortest path from the globals
 -- (string.rep, not package.loaded.string.rep).
-local names = setmetatable({}, weak)
+local names = {}
 
 local function name_all()
     local queue, first, last = { G }, 1, 1

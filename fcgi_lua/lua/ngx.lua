@@ -1821,8 +1821,10 @@ end
 local env_mt = { __index = _G }
 
 -- coroutine -> the context (request or timer) that owns it, for
--- isolation.lua's coroutine.resume: no request resumes another's.
-local owners = setmetatable({}, { __mode = "k" })
+-- isolation.lua's coroutine.resume: no request resumes another's.  Weak
+-- both ways: LuaJIT has no ephemerons, so a weak key whose value (the
+-- request) holds it (r.co) would never be collected.
+local owners = setmetatable({}, { __mode = "kv" })
 
 -- Hooks for the Lua layers the engine loads after this file (mk.lua,
 -- cgi.lua): the request internals they need, never reachable from a

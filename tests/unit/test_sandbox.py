@@ -615,3 +615,20 @@ def test_init_time_globals_stay_shared_and_writable_inside(
     src = "counters.hits = counters.hits + 1 ngx.say(counters.hits, ' ', VERSION)"
     assert run_in(engine, site, src) == (200, "1 v1\n")
     assert run_in(engine, site, src) == (200, "2 v1\n")
+
+
+def test_requests_leave_nothing_behind(site: dict[str, Path]) -> None:
+    # the coroutine-owner table must not keep requests alive (LuaJIT has
+    # no ephemerons: a weak key held by its own value is never freed)
+    engine = LuaEngine(root=str(site["root"]))
+    path = write_script(site["root"], "ngx.say('hello') local co = coroutine.create(print)")
+
+    async def main(n: int) -> None:
+        for _ in range(n):
+            await engine.run(FakeRequest(path, make_params()), MemorySink())
+
+    asyncio.run(main(500))
+    before = engine._collect()
+    asyncio.run(main(3000))
+    after = engine._collect()
+    assert after - before < 200, (before, after)  # KB
