@@ -387,6 +387,7 @@ class LuaEngine:
         request_timeout: float = 0.0,
         lua_memory_limit: int = 0,
         sandbox: bool = False,
+        sandbox_write_paths: Sequence[str] = (),
         body_temp_dir: str = "",
         shared_dicts: SharedDicts | None = None,
     ) -> None:
@@ -526,20 +527,36 @@ class LuaEngine:
             b"return function(r) return traceback(r.co, '', 0) end,\n"
             b"       function() return (collectgarbage('count')) end"
         )
-        self._collect = lua.eval(
-            b"function() collectgarbage() return (collectgarbage('count')) end"
+        self._collect = lua.execute(
+            b"local collectgarbage = collectgarbage\n"
+            b"return function() collectgarbage() return (collectgarbage('count')) end"
         )
-        if sandbox:  # last: the layers above keep private references
+        # Last: the layers above keep private references.  Isolation
+        # (read-only shared globals and ngx, docs/sandbox.md) is sealed
+        # after the sandbox changed the globals; it keeps debug for itself.
+        extensions = driver[b"extensions"]
+        isolation = self._load_layer("isolation.lua", helpers, extensions)
+        if sandbox:
             path = lua.globals().package.path.decode("utf-8", "replace")
-            limits.install_sandbox(lua, root, path, body_temp_dir)
+            limits.install_sandbox(
+                lua,
+                root,
+                path,
+                body_temp_dir,
+                write_paths=sandbox_write_paths,
+                private_paths=limits.private_paths(shared_dicts),
+                extensions=extensions,
+            )
+            extensions[b"sandboxed"] = True
+        isolation[b"seal"]()
 
-    def _load_layer(self, name: str, helpers: Any, extensions: Any) -> None:
+    def _load_layer(self, name: str, helpers: Any, extensions: Any) -> Any:
         source = resources.files("fcgi_lua.lua").joinpath(name).read_bytes()
         loaded = self._lua.eval(b"loadstring or load")(source, b"@" + name.encode())
         chunk, err = loaded if isinstance(loaded, tuple) else (loaded, None)
         if chunk is None:
             raise RuntimeError(f"cannot load {name}: {err!r}")
-        chunk(helpers, extensions)
+        return chunk(helpers, extensions)
 
     def _load_threads(self, extensions: Any) -> Any:
         source = resources.files("fcgi_lua.lua").joinpath("thread.lua").read_bytes()

@@ -47,6 +47,7 @@ local co_resume = coroutine.resume
 local co_yield = coroutine.yield
 local co_status = coroutine.status
 local co_close = coroutine.close -- 5.4+: frees a dead coroutine's stack
+local collectgarbage = collectgarbage -- the sandbox limits the global one
 local traceback = debug.traceback
 local getinfo = debug.getinfo
 local setfenv = setfenv -- nil on Lua 5.2+
@@ -1805,6 +1806,10 @@ setmetatable(ngx, {
             r.ctx = value
         elseif key == "headers_sent" then
             error("attempt to set ngx.headers_sent", 2)
+        elseif t ~= ngx then
+            -- a request writing through its read-only view (isolation.lua)
+            error("attempt to write ngx." .. tostring(key)
+                  .. ": shared by every request and read-only (docs/sandbox.md)", 2)
         else
             rawset(t, key, value)
         end
@@ -1873,7 +1878,15 @@ end
 
 ---------------------------------------------------------------- the driver
 
+-- A request's global table falls back to the shared globals: through
+-- their read-only view once isolation.lua seals them (engine.py).
 local env_mt = { __index = _G }
+
+-- coroutine -> the context (request or timer) that owns it, for
+-- isolation.lua's coroutine.resume: no request resumes another's.  Weak
+-- both ways: LuaJIT has no ephemerons, so a weak key whose value (the
+-- request) holds it (r.co) would never be collected.
+local owners = setmetatable({}, { __mode = "kv" })
 
 -- Hooks for the Lua layers the engine loads after this file (mk.lua,
 -- cgi.lua): the request internals they need, never reachable from a
@@ -1892,6 +1905,8 @@ local extensions = {
         r.nout = nout
     end,
     cgi_marked = setmetatable({}, { __mode = "k" }), -- factories of "#!lua" files
+    env_mt = env_mt, -- isolation.lua
+    owners = owners, -- isolation.lua
     cgi_wrap = function(r, fn) return fn end,
     is_cgi_shebang = function(line) return false end,
 }
@@ -2048,7 +2063,9 @@ local function start(factory, now, cgi, head, guard_kb)
     if cgi or extensions.cgi_marked[factory] then
         fn = extensions.cgi_wrap(r, fn) -- cgi.lua: os/io/print for this env only
     end
-    r.co = co_create(fn)
+    local co = co_create(fn)
+    r.co = co
+    owners[co] = r
     cur = r
     cur_ctx = r
     local cmd, arg, extra = ended(r, step(r, co_resume(r.co)))
