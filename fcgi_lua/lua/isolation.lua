@@ -10,7 +10,8 @@
 -- ...), and makes it what a request's global table falls back to:
 --
 --   * a request's own globals go to its own table (as in OpenResty);
---   * `ngx.say = f`, `string.format = f`, `package.loaded.x = m`,
+--   * `ngx.say = f`, `string.format = f`, `package.loaded.x = m` (in the
+--     sandbox; without it `package` is the real one, as in OpenResty),
 --     `getmetatable(_G).__index.x = v` raise "attempt to write ...: shared
 --     by every request and read-only" (OpenResty would change them for
 --     every later request: a script could capture another's output);
@@ -445,6 +446,14 @@ local function seal()
             end
             return m
         end
+    end
+    -- Without the sandbox `package` stays the real one, as in OpenResty:
+    -- `package.path = dir .. "/?.lua;" .. package.path` and a stash in
+    -- package.loaded are common idioms, and require reads the real table
+    -- anyway.  (It also reaches package.loaded.string: isolation without
+    -- the sandbox guards against mistakes, not hostile scripts.)
+    if not extensions.sandboxed then
+        shadow_G.package = G.package
     end
     -- a request's global table: its own, falling back to the view; its
     -- metatable is shared by every request, so hidden
