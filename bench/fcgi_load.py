@@ -140,8 +140,15 @@ async def drive(
 
 
 def wait_for_socket(path: str, proc: subprocess.Popen[bytes]) -> None:
+    """Until the socket accepts: its file exists from bind(), before listen()."""
     deadline = time.monotonic() + 20
-    while not os.path.exists(path):
+    while True:
+        with socket.socket(socket.AF_UNIX) as probe:
+            try:
+                probe.connect(path)
+                return
+            except OSError:
+                pass
         if proc.poll() is not None or time.monotonic() > deadline:
             raise SystemExit("fcgi-lua did not start")
         time.sleep(0.05)

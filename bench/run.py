@@ -282,7 +282,7 @@ http {{
     scgi_temp_path {t}/scgi;
     uwsgi_temp_path {t}/uwsgi;
 
-    upstream fcgi_lua {{ server unix:{t}/fcgi-lua.sock; keepalive 64; }}
+    upstream fcgi_lua {{ server unix:{t}/fcgi-lua.sock; keepalive {self.args.keepalive}; }}
     # A php-fpm child serves one connection until nginx closes it: more
     # idle kept-alive connections than children starve the others.
     upstream php_fpm {{ server unix:{t}/php-fpm.sock; keepalive {PHP_CHILDREN}; }}
@@ -352,7 +352,8 @@ def report(
         "",
         f"Machine: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
         f"Python {platform.python_version()}; wrk -t{args.threads} -d{args.duration} "
-        f"(after {args.warmup} warm-up); nginx 1 worker, keepalive upstreams.",
+        f"(after {args.warmup} warm-up); nginx 1 worker, keepalive upstreams "
+        f"(fcgi-lua's: keepalive {args.keepalive}).",
         "",
         "| run | conns | req/s | backend CPU per request | p50 | p99 | errors |",
         "|---|---:|---:|---:|---:|---:|---|",
@@ -420,6 +421,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workers", type=int, default=0,
         help="fcgi-lua workers (default: fcgi-lua's own default, the CPU count)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--keepalive", type=int, default=64, metavar="N",
+        help="idle kept-alive connections nginx keeps to fcgi-lua (default 64); below "
+        "--connections, nginx opens and closes a connection for the requests past its pool, "
+        "which measures fcgi-lua's connection setup",
     )  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, configs)")
     parser.add_argument(

@@ -1,27 +1,27 @@
 """Command line: ``fcgi-lua serve`` and ``fcgi-lua run``.
 
 Parses flags into the one Config (TOML file first, flags override), sets up
-logging, and hands over to the server or runs one script in-process.
+logging, and hands over: to one serving process (``fcgi_lua.worker``), to
+the prefork master (``fcgi_lua.workers``), or runs one script in-process.
+It must never serve requests itself nor handle a worker's signals.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import gc
 import logging
 import os
-import signal
-import socket
 import sys
 import tempfile
 import tomllib
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from fcgi_lua import __version__, metrics
+from fcgi_lua import __version__, errorlog, metrics
 from fcgi_lua.config import Config, ConfigError, load
+from fcgi_lua.listeners import bind_all
 from fcgi_lua.request import Request
+from fcgi_lua.worker import make_engine, run_loop, serve, worker_main
 
 log = logging.getLogger("fcgi_lua")
 
@@ -29,198 +29,12 @@ LOG_FORMAT = "%(asctime)s [%(levelname)s] %(process)d %(name)s: %(message)s"
 
 
 def setup_logging(config: Config) -> None:
-    handler: logging.Handler
-    if config.error_log == "stderr":
-        handler = logging.StreamHandler(sys.stderr)
-    else:
-        handler = logging.FileHandler(config.error_log)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler = errorlog.open_error_log(
+        config.error_log, LOG_FORMAT, config.log_max_line, config.log_repeat_limit
+    )
     log.handlers[:] = [handler]
     log.setLevel(config.log_level.upper())
     log.propagate = False
-
-
-def run_loop(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
-    """Run on uvloop (libuv) when available, plain asyncio otherwise."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a hard dependency
-        return asyncio.run(main())
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        result: int = runner.run(main())
-    return result
-
-
-def make_engine(config: Config, worker_id: int = 0) -> Any:
-    # The Lua VM is created here, in the process that serves (after any fork).
-    from fcgi_lua.lua import LuaEngine
-
-    engine = LuaEngine(
-        runtime=config.lua_runtime,
-        recompile=config.recompile,  # type: ignore[arg-type]  # validated by Config
-        recompile_interval=config.recompile_interval,
-        debug=config.debug,
-        log_to_stderr=config.log_to_fcgi_stderr,
-        worker_id=worker_id,
-        worker_count=config.workers,
-        root=config.root,
-        cgi_patterns=config.cgi_patterns,
-        cgi_shebang=config.cgi_shebang,
-        lua_package_path=config.lua_package_path,
-        lua_package_cpath=config.lua_package_cpath,
-        slow_resume_warning=config.slow_resume_warning,
-        max_pending_timers=config.max_pending_timers,
-        max_running_timers=config.max_running_timers,
-        max_instructions=config.max_instructions,
-        request_timeout=config.request_timeout,
-        lua_memory_limit=config.lua_memory_limit,
-        sandbox=config.sandbox,
-        body_temp_dir=config.client_body_temp_path,
-        shared_dicts=_open_shared_dicts(config),
-    )
-    # OpenResty's init_by_lua_file, then init_worker_by_lua_file: called
-    # with the loop running (its timers need it), before any request.  A
-    # failed init_script raises LuaInitError: the worker must not serve.
-    if config.init_script:
-        engine.run_init_script(config.init_script)
-    if config.init_worker_script:
-        engine.run_init_worker_script(config.init_worker_script)
-    return engine
-
-
-def _open_shared_dicts(config: Config) -> Any:
-    # ngx.shared.DICT: the store the master prepared, opened in this process
-    # (an LMDB environment must never cross a fork).
-    if not config.shared_dicts:
-        return None
-    from fcgi_lua import shdict
-
-    path = shdict.store_path(config.shared_dict_path, config.listen)
-    return shdict.SharedDicts(path, config.shared_dicts)
-
-
-# -- serve ---------------------------------------------------------------------
-
-
-async def _serve(
-    config: Config,
-    sockets: Sequence[socket.socket] | None = None,
-    worker_id: int = 0,
-    heartbeat_fd: int | None = None,
-) -> int:
-    """One serving process: the only one (workers = 1) or a forked worker."""
-    from fcgi_lua.accesslog import AccessLog
-    from fcgi_lua.lua import LuaInitError
-    from fcgi_lua.server import Server
-    from fcgi_lua.workers import HEARTBEAT_INTERVAL, heartbeat, reopen_log_files
-
-    try:
-        engine = make_engine(config, worker_id)
-    except LuaInitError as exc:  # the master retries with a back-off
-        log.error("%s", exc)
-        log.error("init_script failed: pid %d exits without accepting requests", os.getpid())
-        return 1
-    recorder = metrics.start_worker(config.root)  # before Server: it reads it
-    server = Server(config, engine)
-    access_log = None
-    if config.access_log != "off":
-        try:
-            access_log = AccessLog(config.access_log)
-        except OSError as exc:
-            log.error("cannot open access_log: %s", exc)
-            return 1
-        server.set_access_log(access_log)
-    # Everything allocated so far (modules, the Lua VM's Python side) lives
-    # as long as the worker: keep the collector off it, and collect young
-    # objects less often; a request allocates few cycles.
-    gc.freeze()
-    gc.set_threshold(50_000, 50, 100)
-    try:
-        await server.start(sockets)
-    except OSError as exc:
-        log.error("cannot listen: %s", exc)
-        return 1
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    timeout = config.shutdown_timeout
-
-    def graceful() -> None:
-        stop.set()
-
-    def fast() -> None:
-        nonlocal timeout
-        timeout = 0.0
-        stop.set()
-
-    # Signal handlers only queue; the stop happens on the loop below.
-    loop.add_signal_handler(signal.SIGTERM, graceful)
-    loop.add_signal_handler(signal.SIGQUIT, graceful)
-    loop.add_signal_handler(signal.SIGINT, fast if sockets is not None else graceful)
-    loop.add_signal_handler(signal.SIGUSR1, reopen_log_files)
-    if sockets is None:
-        # A single process has no master to start new workers: a reload
-        # cannot be graceful, and dying on SIGHUP (its default) drops
-        # every request in flight.  Keep serving and say why.
-        loop.add_signal_handler(signal.SIGHUP, _reload_needs_a_master)
-    server.on_max_requests = graceful
-    engine.on_exhausted = graceful  # lua_memory_limit: a VM too full to go on
-    beat: asyncio.TimerHandle | None = None
-    if heartbeat_fd is not None:
-        os.set_blocking(heartbeat_fd, False)
-
-        def tick() -> None:
-            nonlocal beat
-            heartbeat(heartbeat_fd)
-            beat = loop.call_later(HEARTBEAT_INTERVAL, tick)
-
-        tick()
-    sampler: asyncio.TimerHandle | None = None
-    if recorder is not None or access_log is not None:
-
-        def sample() -> None:
-            nonlocal sampler
-            if recorder is not None:
-                recorder.sample(server.in_flight, server.requests_served)
-                recorder.lua_memory = engine.lua_memory()
-                recorder.flush()
-            if access_log is not None:
-                access_log.flush()
-            sampler = loop.call_later(metrics.FLUSH_INTERVAL, sample)
-
-        sample()
-    log.info(
-        "fcgi-lua %s serving %s (runtime %s, pid %d)",
-        __version__,
-        config.root,
-        config.lua_runtime,
-        os.getpid(),
-    )
-    await stop.wait()
-    log.info("stopping (pid %d)", os.getpid())
-    # Pending ngx.timer callbacks run now (premature), alongside the
-    # requests still finishing; both get the same timeout.
-    await asyncio.gather(server.stop(timeout), engine.shutdown(timeout))
-    if beat is not None:
-        beat.cancel()
-    if sampler is not None:
-        sampler.cancel()
-    if recorder is not None:
-        recorder.sample(0, server.requests_served)
-    metrics.stop_worker()  # its last counts
-    if access_log is not None:
-        access_log.close()
-    log.info("stopped (pid %d)", os.getpid())
-    return 0
-
-
-def _reload_needs_a_master() -> None:
-    log.warning("SIGHUP ignored: reloading needs workers > 1 (a master); restart to reload")
-
-
-def _worker_main(
-    config: Config, sockets: Sequence[socket.socket], worker_id: int, heartbeat_fd: int
-) -> int:
-    return run_loop(lambda: _serve(config, sockets, worker_id, heartbeat_fd))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -278,8 +92,7 @@ def _prepare_shared_dicts(config: Config) -> str | None:
 
 def _serve_processes(config: Config, args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     if config.workers == 1:
-        return run_loop(lambda: _serve(config))
-    from fcgi_lua.server import bind_all
+        return run_loop(lambda: serve(config))
     from fcgi_lua.workers import Master, close_listeners
 
     try:
@@ -287,7 +100,7 @@ def _serve_processes(config: Config, args: argparse.Namespace, overrides: dict[s
     except OSError as exc:
         log.error("cannot listen: %s", exc)
         return 1
-    master = Master(config, lambda: load(args.config, overrides), _worker_main)
+    master = Master(config, lambda: load(args.config, overrides), worker_main)
     try:
         return master.run(sockets)
     finally:

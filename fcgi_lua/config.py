@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from fcgi_lua.errorlog import DEFAULT_LOG_MAX_LINE, DEFAULT_LOG_REPEAT_LIMIT, MIN_LOG_MAX_LINE
 from fcgi_lua.limits import (
     DEFAULT_LUA_MEMORY_LIMIT,
     DEFAULT_WORKER_MEMORY_LIMIT,
@@ -104,6 +105,11 @@ class Config:
     max_reqs: int = 1024
     log_level: str = "info"
     error_log: str = "stderr"
+    # Bytes one error log line may take (OpenResty's ~4 kB; why:
+    # fcgi_lua/errorlog.py), and lines of one kind of WARNING per 10 s
+    # before the rest are counted instead (0: no limit).
+    log_max_line: int = DEFAULT_LOG_MAX_LINE
+    log_repeat_limit: int = DEFAULT_LOG_REPEAT_LIMIT
     # Mirror ngx.log lines into FCGI_STDERR so they land in nginx's error log.
     log_to_fcgi_stderr: bool = False
     # Graceful stop: in-flight requests get this long, then are cancelled.
@@ -304,6 +310,12 @@ def _check_lua_file(value: str) -> str | None:
     return None
 
 
+def _check_log_max_line(value: int) -> str | None:
+    if value < MIN_LOG_MAX_LINE:
+        return f"must be at least {MIN_LOG_MAX_LINE}"
+    return None
+
+
 def _check_runtime(value: str) -> str | None:
     return None if not value or value in RUNTIMES else f"must be one of {', '.join(RUNTIMES)}"
 
@@ -330,6 +342,8 @@ OPTIONS: dict[str, Option] = {
         Option("max_reqs", int, _positive),
         Option("log_level", str, _one_of(LOG_LEVELS)),
         Option("error_log", str),
+        Option("log_max_line", int, _check_log_max_line, read="size"),
+        Option("log_repeat_limit", int, _not_negative),
         Option("log_to_fcgi_stderr", bool),
         Option("shutdown_timeout", float, _positive),
         Option("max_requests", int, _not_negative),

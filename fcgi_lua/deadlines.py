@@ -10,6 +10,12 @@ deadline costs a heap push and a small object.
 Cancelled entries stay in the heap until they would have fired, or until
 they are most of it: then the heap is rebuilt, so its size stays within
 twice the live deadlines however many are armed and cancelled.
+
+Deadlines that all share one delay (``request_timeout``) need no heap at
+all: they expire in the order they were armed.  ``Expiries`` keeps them in
+a dict, whose insertion order is that order, so arming and cancelling one
+is a dict store and a dict pop, and its loop timer fires about once per
+delay however many requests come and go.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ class Deadline:
         if owner is not None:
             self.owner = None
             self.args = ()
+            self.callback = _nothing  # a bound method would keep its object alive
             owner._cancelled()
 
     @property
@@ -134,6 +141,60 @@ class Deadlines:
             self._arm(heap[0][0])
 
 
+class Expiries:
+    """Deadlines of one fixed ``delay``, each under a key: ``add(key, *args)``
+    calls ``callback(*args)`` ``delay`` seconds later unless ``discard(key)``
+    came first.  Keys are compared by identity's hash (requests)."""
+
+    __slots__ = ("_armed", "_callback", "_delay", "_entries", "_loop")
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, delay: float, callback: Callable[..., Any]
+    ) -> None:
+        self._loop = loop
+        self._delay = delay
+        self._callback = callback
+        # key -> (when, args), oldest first: insertion order is expiry order
+        self._entries: dict[Any, tuple[float, tuple[Any, ...]]] = {}
+        self._armed: asyncio.TimerHandle | None = None
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def add(self, key: Any, *args: Any) -> None:
+        when = self._loop.time() + self._delay
+        self._entries[key] = (when, args)
+        if self._armed is None:
+            self._armed = self._loop.call_at(when, self._fire)
+
+    def discard(self, key: Any) -> None:
+        # A discarded oldest entry leaves the timer armed for its time: it
+        # fires then, finds nothing due and re-arms for the new oldest.
+        self._entries.pop(key, None)
+
+    def _fire(self) -> None:
+        self._armed = None
+        entries = self._entries
+        now = self._loop.time()
+        while entries:
+            key = next(iter(entries))
+            when, args = entries[key]
+            if when > now:
+                break
+            del entries[key]
+            try:
+                self._callback(*args)
+            except Exception as exc:  # like a loop callback's: reported, not fatal
+                message = f"exception in expiry callback {self._callback!r}"
+                self._loop.call_exception_handler({"message": message, "exception": exc})
+        if entries and self._armed is None:  # (a callback may have added one)
+            when, _ = entries[next(iter(entries))]
+            self._armed = self._loop.call_at(when, self._fire)
+
+
 _PER_LOOP: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Deadlines] = (
     weakref.WeakKeyDictionary()
 )
@@ -146,6 +207,10 @@ def current() -> Deadlines:
     if heap is None:
         heap = _PER_LOOP[loop] = Deadlines(loop)
     return heap
+
+
+def _nothing(*args: Any) -> None:
+    return None
 
 
 def _wake(future: asyncio.Future[None]) -> None:

@@ -53,27 +53,6 @@ def header_block(status: int, headers: Iterable[tuple[bytes, bytes]]) -> bytes:
     return b"".join(parts)
 
 
-def without_content_length(response: bytes) -> bytes:
-    """``response`` (header block first) with its Content-Length lines removed.
-
-    For Monkey 1.6 (docs/monkey.md): it sends every FastCGI response to an
-    HTTP/1.1 client with ``Transfer-Encoding: chunked`` and copies our
-    header lines verbatim, so a Content-Length of ours would make a message
-    with both framings, which RFC 9112 (section 6.1) forbids.
-    """
-    end = response.find(b"\r\n\r\n")
-    if end < 0 or b"content-length:" not in response[:end].lower():
-        return response
-    lines = [
-        line
-        for line in response[:end].split(b"\r\n")
-        if not line.lower().startswith(b"content-length:")
-    ]
-    if not lines:
-        return response[end + 2 :]
-    return b"\r\n".join(lines) + response[end:]
-
-
 def error_response(status: int, *, head: bool = False, body: bytes | None = None) -> bytes:
     """A whole CGI response for an error: header block and default page."""
     if body is None:

@@ -10,6 +10,7 @@ say what each runtime guarantees.
 
 from __future__ import annotations
 
+import fnmatch
 import ipaddress
 import logging
 import os
@@ -106,36 +107,121 @@ def resident_bytes(pid: int) -> int | None:
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
-def install_sandbox(lua: Any, root: str, package_path: str, body_temp_dir: str = "") -> None:
+def install_sandbox(
+    lua: Any,
+    root: str,
+    package_path: str,
+    body_temp_dir: str = "",
+    *,
+    write_paths: Iterable[str] = (),
+    private_paths: Iterable[str] = (),
+    extensions: Any = None,
+) -> None:
     """Load ``sandbox.lua``: the VM's shared globals lose os.execute,
-    io.popen, debug...; files are confined to ``root``, the directories of
-    ``package_path`` and fcgi-lua's own files in ``body_temp_dir``."""
+    io.popen, debug, ffi...; a script reads files only under ``root`` and
+    the directories of ``package_path`` (and its own request's body
+    files), writes only under ``write_paths``, never under the package
+    path, and never touches ``private_paths`` (fcgi-lua's own files: the
+    shared-dict store, the metrics directory) nor the other requests'
+    body files in ``body_temp_dir``.  ``extensions`` is ngx.lua's hook
+    table (the running request's own body files)."""
     source = resources.files("fcgi_lua.lua").joinpath("sandbox.lua").read_bytes()
     loaded = lua.eval(b"loadstring or load")(source, b"@sandbox.lua")
     chunk, err = loaded if isinstance(loaded, tuple) else (loaded, None)
     if chunk is None:
         raise RuntimeError(f"cannot load sandbox.lua: {err!r}")
-    temp = os.path.realpath(body_temp_dir or tempfile.gettempdir())
-    prefixes = [os.path.join(os.path.realpath(d), "") for d in [root, *package_dirs(package_path)]]
-    # spooled bodies and uploads (fcgi_lua/body.py names them fcgi-lua-*)
-    prefixes.append(os.path.join(temp, "fcgi-lua-"))
-    chunk(PathConfinement(prefixes))
+    modules = package_dirs(package_path)
+    temps = {body_temp_dir or tempfile.gettempdir(), tempfile.gettempdir()}
+    confinement = PathConfinement(
+        read=[root, *modules],
+        write=write_paths,
+        # A module plant: nothing written where require looks.  Body files
+        # are the request's own (sandbox.lua lets those through by name).
+        deny_write=[*modules, *package_files(package_path)],
+        deny=[*private_paths, *(os.path.join(t, OWN_FILES) for t in temps)],
+    )
+    chunk(confinement.allows_read, confinement.allows_write, extensions)
+
+
+def private_paths(shared_dicts: Any = None) -> list[str]:
+    """fcgi-lua's own files no sandboxed script may open wherever they
+    are: the shared-dict store (an LMDB file a script could corrupt) and
+    the metrics directory (prometheus-client's, named by its variable)."""
+    paths = [os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")]
+    if shared_dicts is not None:
+        paths.append(shared_dicts.path)
+    return [p for p in paths if p]
+
+
+# fcgi-lua's own files in the temp dirs: every request's spooled bodies
+# and uploads (fcgi_lua/body.py), the default shared-dict store
+# (shdict.py) and metrics directory (metrics.py).  No sandboxed script
+# opens one by name, except its own request's body files (sandbox.lua
+# lets those through before asking Python).
+OWN_FILES = "fcgi-lua-*"
 
 
 class PathConfinement:
-    """Called from Lua with a path: is it, symlinks resolved, under one of
-    the prefixes?  A file that does not exist yet is judged by its
-    directory."""
+    """Called from Lua with a path: may a sandboxed script read it (or
+    write it)?  Every entry is an exact file or a directory, compared
+    after ``realpath`` on both sides, never as a string prefix
+    (``/srv/www`` does not allow ``/srv/www-private``).  A file that does
+    not exist yet is judged by where it would be.  ``deny`` wins over
+    everything (an fnmatch pattern is allowed in its last part), then
+    ``deny_write`` over ``write``; writing implies reading."""
 
-    def __init__(self, prefixes: Iterable[str]) -> None:
-        self.prefixes = tuple(p for p in prefixes if p not in ("", "/"))
+    def __init__(
+        self,
+        read: Iterable[str] = (),
+        write: Iterable[str] = (),
+        deny: Iterable[str] = (),
+        deny_write: Iterable[str] = (),
+    ) -> None:
+        self.read = _real_entries(read)
+        self.write = _real_entries(write)
+        self.deny = _real_entries(deny)
+        self.deny_write = _real_entries(deny_write)
 
-    def __call__(self, path: bytes | str) -> bool:
-        name = os.fsdecode(path)
-        if "\0" in name or not name:
+    def allows_read(self, path: bytes | str) -> bool:
+        real = _real(path)
+        if real is None or _matches(real, self.deny):
             return False
-        real = os.path.realpath(name)
-        return any(real.startswith(p) for p in self.prefixes)
+        return _matches(real, self.read) or _matches(real, self.write)
+
+    def allows_write(self, path: bytes | str) -> bool:
+        real = _real(path)
+        if real is None or _matches(real, self.deny) or _matches(real, self.deny_write):
+            return False
+        return _matches(real, self.write)
+
+    __call__ = allows_read
+
+
+def _real(path: bytes | str) -> str | None:
+    name = os.fsdecode(path)
+    if not name or "\0" in name:
+        return None
+    return os.path.realpath(name)
+
+
+def _real_entries(entries: Iterable[str]) -> tuple[str, ...]:
+    # "/" is never an entry: it would allow everything (a root = "/" config)
+    real = (os.path.realpath(e) for e in entries if e)
+    return tuple(dict.fromkeys(e for e in real if e != "/"))
+
+
+def _matches(real: str, entries: tuple[str, ...]) -> bool:
+    for entry in entries:
+        if real == entry or real.startswith(entry + os.sep):
+            return True
+        if "*" in entry and fnmatch.fnmatchcase(real, entry):
+            return True
+    return False
+
+
+def package_files(package_path: str) -> list[str]:
+    """The fixed files of a Lua search path ("/srv/init.lua" in "/srv/?.lua;/srv/init.lua")."""
+    return [t for t in package_path.split(";") if t.startswith("/") and "?" not in t]
 
 
 def package_dirs(package_path: str) -> list[str]:

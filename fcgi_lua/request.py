@@ -9,7 +9,7 @@ ends (which removes the request's temp files).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from fcgi_lua.body import (
     DEFAULT_BUFFER_SIZE,
@@ -29,53 +29,11 @@ __all__ = [
     "BodyTooLarge",
     "MultipartError",
     "Request",
-    "from_monkey",
-    "monkey_params",
 ]
 
 
-# Monkey's FastCGI plugin names it in SERVER_SOFTWARE: "Monkey/1.6.9", or
-# "Monkey" alone with HideVersion on.
-MONKEY_SOFTWARE = b"Monkey"
-
-
-def from_monkey(params: Mapping[bytes, bytes]) -> bool:
-    """Whether the front server is Monkey (its quirks: docs/monkey.md)."""
-    return params.get(b"SERVER_SOFTWARE", b"").startswith(MONKEY_SOFTWARE)
-
-
-def monkey_params(params: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """Monkey 1.6's params completed to what nginx's fcgi_lua_params sends.
-
-    Monkey sends REQUEST_URI without the query string (nginx's
-    ``$request_uri`` has it), no QUERY_STRING at all when it is empty (CGI
-    requires it, even empty: RFC 3875 section 4.1.7), and no DOCUMENT_URI:
-    it never splits a PATH_INFO off, so SCRIPT_NAME is the whole decoded
-    path, which is what ``$document_uri`` (``ngx.var.uri``) holds.
-    """
-    out = list(params)
-    given = {name for name, _ in out}
-    query = b""
-    for name, value in out:
-        if name == b"QUERY_STRING":
-            query = value
-            break
-    if b"QUERY_STRING" not in given:
-        out.append((b"QUERY_STRING", b""))
-    if query:
-        for i, (name, value) in enumerate(out):
-            if name == b"REQUEST_URI" and b"?" not in value:
-                out[i] = (name, value + b"?" + query)
-    if b"DOCUMENT_URI" not in given:
-        for name, value in out:
-            if name == b"SCRIPT_NAME":
-                out.append((b"DOCUMENT_URI", value))
-                break
-    return out
-
-
 class Request:
-    __slots__ = ("_multipart", "body", "params", "script_path")
+    __slots__ = ("_multipart", "body", "method", "params", "script_path")
 
     def __init__(
         self,
@@ -88,8 +46,22 @@ class Request:
     ) -> None:
         self.params = params
         self.script_path = script_path
-        length = self.param(b"CONTENT_LENGTH")
-        if length is None and self.param(b"HTTP_TRANSFER_ENCODING") is not None:
+        # One pass over the params for what the request itself needs (the
+        # first of each, as param() finds them).
+        length: bytes | None = None
+        chunked = False
+        method: bytes | None = None
+        for name, value in params:
+            if name == b"REQUEST_METHOD":
+                if method is None:
+                    method = value
+            elif name == b"CONTENT_LENGTH":
+                if length is None:
+                    length = value
+            elif name == b"HTTP_TRANSFER_ENCODING":
+                chunked = True
+        self.method = method or b""
+        if length is None and chunked:
             # Apache's mod_proxy_fcgi forwards a chunked body it has not read
             # whole with no CONTENT_LENGTH: it runs to the end of STDIN.
             # (No CONTENT_LENGTH and no Transfer-Encoding is Monkey's

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -148,6 +149,7 @@ def status_json(families: list[Any], pool: str) -> dict[str, Any]:
                 "requests in flight": busy,
                 "max requests in flight": int(peak.get(pid, 0)),
                 "lua memory": int(memory.get(pid, 0)),
+                "rss": _rss(pid),
             }
         )
     active = sum(1 for p in processes if p["requests in flight"])
@@ -193,6 +195,17 @@ def status_json(families: list[Any], pool: str) -> dict[str, Any]:
 
 
 DURATION = metrics.PREFIX + "request_duration_seconds"
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _rss(pid: int) -> int:
+    """A worker's resident memory now (0 when it is gone): the workers
+    share this host, so /proc answers for all of them."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * _PAGE_SIZE
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _duration(seconds: float) -> str:
@@ -240,6 +253,7 @@ def status_html(data: dict[str, Any]) -> str:
             p["requests in flight"],
             p["max requests in flight"],
             _megabytes(p["lua memory"]),
+            _megabytes(p["rss"]),
         ]
         for p in data["processes"]
     ]
@@ -262,7 +276,16 @@ def status_html(data: dict[str, Any]) -> str:
         _table(["", ""], summary),
         "<h2>Workers</h2>",
         _table(
-            ["pid", "state", "up for", "requests", "in flight", "most in flight", "Lua memory"],
+            [
+                "pid",
+                "state",
+                "up for",
+                "requests",
+                "in flight",
+                "most in flight",
+                "Lua memory",
+                "RSS",
+            ],
             workers,
         ),
         "<h2>Slowest scripts (mean time)</h2>",

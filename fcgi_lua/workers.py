@@ -12,6 +12,9 @@ killed and replaced, and so is one whose resident memory passes
 ``worker_memory_limit`` (the backstop of the Lua memory limit: read from
 /proc, so it holds while the worker is stuck in one C call).
 
+A worker whose master is gone (killed with SIGKILL) stops as gracefully as
+on SIGTERM: ``MasterWatch``.
+
 Signals: SIGHUP reload (config re-read; new workers start, old ones finish
 their requests), SIGTERM/SIGQUIT graceful stop, SIGINT fast stop, SIGUSR1
 reopen log files (master and workers).  SIGCHLD reaps and replaces.
@@ -19,6 +22,7 @@ reopen log files (master and workers).  SIGCHLD reaps and replaces.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import logging
@@ -26,7 +30,6 @@ import os
 import select
 import signal
 import socket
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +46,9 @@ HEARTBEAT_INTERVAL = 1.0
 # loop: replacements wait 0.5 s, 1 s, 2 s ... up to MAX_BACKOFF between tries.
 QUICK_DEATH = 2.0
 MAX_BACKOFF = 30.0
+# The status of a worker a script ended with os.exit; the worker logged
+# which script (fcgi_lua/lua/cgi.lua, "the worker's os.exit", same number).
+SCRIPT_EXIT_STATUS = 70
 
 WorkerMain = Callable[[Config, Sequence[socket.socket], int, int], int]
 
@@ -59,7 +65,7 @@ class Worker:
     killed_for_hang: bool = False
     killed_for_memory: bool = False
     # Its first heartbeat came: the VM and the init scripts are done and
-    # its loop accepts (cli._serve ticks right after server.start).
+    # its loop accepts (worker.serve ticks right after server.start).
     ready: bool = False
 
 
@@ -180,7 +186,19 @@ class Master:
                 os.close(self._wakeup_w)
                 for worker in self.workers.values():
                     os.close(worker.heartbeat_fd)
-                for signum in (signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD):
+                # Not the master's handlers: they queue into this child's
+                # copy of the master, and a SIGTERM sent before the worker's
+                # loop installs its own would be lost (the master would wait
+                # for this worker forever).  Until then a stop signal ends
+                # the worker at once: it holds no request yet.
+                for signum in (
+                    signal.SIGHUP,
+                    signal.SIGUSR1,
+                    signal.SIGCHLD,
+                    signal.SIGTERM,
+                    signal.SIGQUIT,
+                    signal.SIGINT,
+                ):
                     signal.signal(signum, signal.SIG_DFL)
                 os.environ["FCGI_LUA_HEARTBEAT_FD"] = str(beat_w)
                 code = self.worker_main(config, self.sockets, slot, beat_w)
@@ -210,6 +228,8 @@ class Master:
             lived = time.monotonic() - worker.started
             if os.WIFSIGNALED(status):
                 how = f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+            elif os.WEXITSTATUS(status) == SCRIPT_EXIT_STATUS:
+                how = "ended by a script's os.exit (the worker logged which)"
             else:
                 how = f"exited with status {os.WEXITSTATUS(status)}"
             clean = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
@@ -391,13 +411,62 @@ def reopen_log_files() -> None:
                     handler.release()
 
 
-def heartbeat(fd: int) -> None:
-    """Called from a worker's event loop: the loop is alive."""
-    try:
-        os.write(fd, b".")
-    except BlockingIOError:
-        pass  # the master is behind on reading: it knows we are alive
-    except OSError:
-        # The master is gone: nobody will replace us, stop serving.
-        print("fcgi-lua worker: master gone, exiting", file=sys.stderr)
-        os._exit(1)
+class MasterWatch:
+    """A worker's link to its master: a heartbeat every HEARTBEAT_INTERVAL
+    on the pipe, and the notice that the master is gone.
+
+    The master is gone when the pipe breaks (EPIPE: its read end died with
+    it) or the worker has been re-parented.  Then nobody will replace this
+    worker, reap it or stop it, and a front server may still be waiting on
+    the requests it holds: ``on_master_gone`` runs once (the worker stops
+    gracefully: stops accepting, finishes its requests within
+    shutdown_timeout, exits), and the heartbeats stop.  Self-contained: the
+    worker loop creates it, ``start``s it on its running loop and ``stop``s
+    it at the end.
+    """
+
+    def __init__(
+        self,
+        heartbeat_fd: int,
+        on_master_gone: Callable[[], None],
+        interval: float = HEARTBEAT_INTERVAL,
+    ) -> None:
+        self.fd = heartbeat_fd
+        self.on_master_gone = on_master_gone
+        self.interval = interval
+        self.master_pid = os.getppid()
+        self.master_gone = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        os.set_blocking(self.fd, False)
+        self._tick()
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _tick(self) -> None:
+        if not self._beat() or os.getppid() != self.master_pid:
+            self.master_gone = True
+            self._timer = None
+            log.warning(
+                "master %d is gone: worker %d stops accepting and finishes its requests "
+                "(shutdown_timeout)",
+                self.master_pid,
+                os.getpid(),
+            )
+            self.on_master_gone()
+            return
+        self._timer = asyncio.get_running_loop().call_later(self.interval, self._tick)
+
+    def _beat(self) -> bool:
+        """Tell the master this loop is alive; False when it is gone."""
+        try:
+            os.write(self.fd, b".")
+        except BlockingIOError:
+            pass  # the master is behind on reading: it knows we are alive
+        except OSError:
+            return False  # EPIPE: nobody holds the read end any more
+        return True

@@ -1,13 +1,16 @@
 -- CGI mode: a Lua script written for CGI runs unchanged (docs/cgi.md).
 --
--- Loaded once per VM by fcgi_lua/lua/engine.py, after ngx.lua, with the
--- engine's helpers and ngx.lua's extension hooks.  For a request in CGI
--- mode the request's own global table gets `io`, `os`, `print` and `arg`:
--- reads come from the request body, writes are parsed as a CGI response
--- (header block, blank line, body), `os.getenv` answers the request's CGI
--- variables and `os.exit` ends the request, never the worker.  The VM's
--- shared io, os and print are never touched, so modules loaded with
--- `require` keep the real ones.
+-- Loaded once per VM by fcgi_lua/lua/engine.py, the last of the layers
+-- over ngx.lua, with the engine's helpers and ngx.lua's extension hooks.
+-- A request in CGI mode gets, in its own global table, what a CGI process
+-- has: its own `io`, `os`, `print` and `arg` (reads come from the request
+-- body, writes are parsed as a CGI response, `os.getenv` answers the
+-- request's CGI variables, `os.exit` ends the request), the script's
+-- directory as its working directory for relative paths, and its own
+-- `package`, `require`, `dofile`, `loadfile`: modules and chunks it loads
+-- are loaded fresh for the request, run in its global table, and leave
+-- nothing in the worker.  The VM's shared io, os, print and package are
+-- never touched, except `os.exit` (see "the worker's os.exit").
 
 local helpers, ext = ...
 
@@ -17,8 +20,15 @@ local tonumber = tonumber
 local select = select
 local error = error
 local ipairs = ipairs
+local pairs = pairs
+local pcall = pcall
 local setmetatable = setmetatable
+local getmetatable = getmetatable
 local rawequal = rawequal
+local rawget = rawget
+local setfenv = setfenv -- nil on Lua 5.2+
+local loadstring = loadstring or load
+local byte = string.byte
 local concat = table.concat
 local unpack = unpack or table.unpack
 local sub = string.sub
@@ -34,12 +44,16 @@ local io_lines = io.lines
 local io_type = io.type
 local real_io = io
 local real_os = os
+local real_package = package
+local real_G = _G
+local getinfo = debug.getinfo -- before a sandbox removes debug
 local ngx = ngx
 local ngx_print = ngx.print
 local ngx_flush = ngx.flush
 local ngx_exit = ngx.exit
 local ngx_log = ngx.log
 local ERR = ngx.ERR
+local ALERT = ngx.ALERT
 local req = ngx.req
 
 local shebang_enabled = helpers.cgi_shebang
@@ -74,11 +88,13 @@ local function quote(s)
     return '"' .. gsub(s, "%c", function(c) return format("\\x%02X", c:byte()) end) .. '"'
 end
 
--- "Status: 404 Not Found\nContent-Type: text/html\n" -> 404, { {name, value}, ... }
--- or nil, why.  Location without Status means 302 (as nginx does for
--- FastCGI); neither means 200.
+-- "Status: 404 Not Found\nContent-Type: text/html\n" -> 404, { {name, value}, ... },
+-- "404 Not Found" (the Status line to pass on), or nil, why.  Location
+-- without Status means 302, neither means 200, with the reason phrases
+-- nginx gives such a CGI response: the front server sees what it would
+-- see from the script run by fcgiwrap.
 function _M.parse_header_block(head)
-    local status
+    local status, status_text
     local headers = {}
     local location = false
     for raw in gmatch(head, "[^\n]+") do
@@ -99,6 +115,7 @@ function _M.parse_header_block(head)
                     return nil, "bad Status header " .. quote(value)
                 end
                 status = code
+                status_text = value
             else
                 if key == "location" then
                     location = true
@@ -109,15 +126,17 @@ function _M.parse_header_block(head)
     end
     if not status then
         status = location and 302 or 200
+        status_text = location and "302 Moved Temporarily" or "200 OK"
     end
-    return status, headers
+    return status, headers, status_text
 end
 
 local parse_header_block = _M.parse_header_block
 
 -- Sets the parsed header block as the response's status and headers;
 -- repeated names (Set-Cookie) keep every value, in order.
-local function apply_headers(status, headers)
+local function apply_headers(st, status, headers, status_text)
+    st.r.status_text = status_text
     local groups, order = {}, {}
     for _, h in ipairs(headers) do
         local key = lower(h[1])
@@ -160,11 +179,11 @@ local function output(st, s)
         return true
     end
     st.buf = ""
-    local status, headers = parse_header_block(sub(buf, 1, head_len))
+    local status, headers, status_text = parse_header_block(sub(buf, 1, head_len))
     if not status then
         return nil, "malformed CGI response: " .. headers
     end
-    apply_headers(status, headers)
+    apply_headers(st, status, headers, status_text)
     st.headed = true
     local body = sub(buf, body_from + 1)
     if body ~= "" then
@@ -193,11 +212,11 @@ local function finish(st)
         end
         error(script_name(st) .. ": CGI script produced no output", 0)
     end
-    local status, headers = parse_header_block(buf)
+    local status, headers, status_text = parse_header_block(buf)
     if not status then
         error(script_name(st) .. ": malformed CGI response: " .. headers, 0)
     end
-    apply_headers(status, headers)
+    apply_headers(st, status, headers, status_text)
     st.headed = true
 end
 
@@ -389,15 +408,56 @@ local function new_files(st)
     return stdin, stdout, stderr, files
 end
 
+---------------------------------------------------------------- the working directory
+
+-- A CGI process runs in its script's directory (fcgiwrap chdirs there).
+-- chdir is the worker's, shared by the requests it interleaves, so each
+-- CGI request has its own: `dir`, against which the request's io, os and
+-- loading functions resolve relative paths.
+
+local function resolve(dir, path)
+    if dir == nil or type(path) ~= "string" or path == "" or byte(path, 1) == 47 then
+        return path
+    end
+    return dir .. path
+end
+
+-- Messages name the file as the script wrote it, as in a CGI process:
+-- "data/x.txt: No such file or directory", not the resolved path.
+local function as_given(err, full, path)
+    if type(err) == "string" and full ~= path then
+        local s, e = find(err, full, 1, true)
+        if s then
+            return sub(err, 1, s - 1) .. path .. sub(err, e + 1)
+        end
+    end
+    return err
+end
+
+local function shell_quote(s)
+    return "'" .. gsub(s, "'", "'\\''") .. "'"
+end
+
 ---------------------------------------------------------------- io, os, print
 
-local function new_io(st)
+local function new_io(st, dir)
     local stdin, stdout, stderr, files = new_files(st)
     local input, out = stdin, stdout
     local io = setmetatable({ stdin = stdin, stdout = stdout, stderr = stderr }, {
         __index = real_io,
     })
     st.stdout = stdout
+
+    -- the shared io's functions are looked up at each call: a sandbox
+    -- (sandbox.lua) replaces them after this file is loaded
+    function io.open(path, mode)
+        local full = resolve(dir, path)
+        local fh, err, code = real_io.open(full, mode)
+        if not fh then
+            return nil, as_given(err, full, path), code
+        end
+        return fh
+    end
 
     function io.write(...)
         return out:write(...)
@@ -411,7 +471,12 @@ local function new_io(st)
         if filename == nil then
             return input:lines(...)
         end
-        return io_lines(filename, ...)
+        local full = resolve(dir, filename)
+        local ok, iter = pcall(real_io.lines, full, ...)
+        if not ok then
+            error(as_given(iter, full, filename), 2)
+        end
+        return iter
     end
 
     function io.input(file)
@@ -419,7 +484,7 @@ local function new_io(st)
             return input
         end
         if type(file) == "string" then
-            local fh, err = io_open(file, "r")
+            local fh, err = io.open(file, "r")
             if not fh then
                 error(err, 2)
             end
@@ -434,7 +499,7 @@ local function new_io(st)
             return out
         end
         if type(file) == "string" then
-            local fh, err = io_open(file, "w")
+            local fh, err = io.open(file, "w")
             if not fh then
                 error(err, 2)
             end
@@ -455,11 +520,20 @@ local function new_io(st)
         return io_type(obj)
     end
 
+    if dir and real_io.popen then
+        function io.popen(cmd, ...)
+            if type(cmd) == "string" then
+                cmd = "cd " .. shell_quote(dir) .. " && " .. cmd
+            end
+            return real_io.popen(cmd, ...)
+        end
+    end
+
     return io
 end
 
-local function new_os(st, r)
-    local params = r.params
+local function new_os(st, r, dir)
+    local params = ext.params(r)
     local os = setmetatable({}, { __index = real_os })
 
     -- The request's CGI variables only: like fcgiwrap, the worker's own
@@ -476,10 +550,38 @@ local function new_os(st, r)
         return nil
     end
 
-    -- Ends the request (what was written is the response), not the worker.
+    -- Ends the request (what was written is the response), not the worker,
+    -- wherever it is called: modules and dofile'd chunks see this os too.
     function os.exit()
         finish(st)
         ngx_exit(0)
+    end
+
+    function os.remove(path)
+        local full = resolve(dir, path)
+        local ok, err, code = real_os.remove(full)
+        if not ok then
+            return nil, as_given(err, full, path), code
+        end
+        return ok
+    end
+
+    function os.rename(from, to)
+        local full_from, full_to = resolve(dir, from), resolve(dir, to)
+        local ok, err, code = real_os.rename(full_from, full_to)
+        if not ok then
+            return nil, as_given(as_given(err, full_from, from), full_to, to), code
+        end
+        return ok
+    end
+
+    if dir and real_os.execute then
+        function os.execute(cmd, ...)
+            if type(cmd) == "string" then
+                cmd = "cd " .. shell_quote(dir) .. " && " .. cmd
+            end
+            return real_os.execute(cmd, ...)
+        end
     end
 
     return os
@@ -500,25 +602,418 @@ local function new_print(st)
     end
 end
 
+---------------------------------------------------------------- loading code
+
+-- What package.loaded holds once fcgi-lua's layers are in (this file is
+-- the last): the standard libraries and fcgi-lua's own modules (ngx.re,
+-- ngx.semaphore, mk, ...), which a CGI request shares with the worker.
+-- Any other module a CGI request requires is loaded for that request.
+local builtin_loaded = {}
+for name, module in pairs(package.loaded) do
+    builtin_loaded[name] = module
+end
+
+-- Compiled chunks of the files CGI requests load, by resolved path: the
+-- file is read on every load (as a CGI process would) and recompiled only
+-- when its text or its chunk name changed.  A factory gives a fresh
+-- closure per request, whose environment is that request's globals.
+local chunk_cache = {}
+
+local function strip_shebang(src)
+    if byte(src, 1) == 35 then -- "#": skipped as luaL_loadfile does, lines kept
+        return (gsub(src, "^#[^\n]*", "", 1))
+    end
+    return src
+end
+
+local function compile_factory(src, chunkname)
+    local text = strip_shebang(src)
+    local factory
+    if setfenv then
+        factory = loadstring("return function(...) " .. text .. "\nend", chunkname)
+    else
+        factory = loadstring("local _ENV = ...; return function(...) " .. text .. "\nend",
+                             chunkname)
+    end
+    if factory then
+        return factory
+    end
+    local _, err = loadstring(text, chunkname) -- the error of the code as written
+    return nil, err
+end
+
+local function instantiate(factory, env)
+    if setfenv then
+        local fn = factory()
+        setfenv(fn, env)
+        return fn
+    end
+    return factory(env)
+end
+
+-- A chunk (from a file at `key`, or nil) compiled for the environment env.
+local function load_chunk(src, chunkname, env, key)
+    if byte(src, 1) == 27 then
+        -- a binary chunk: the VM's load decides (a sandbox refuses it)
+        local f, err
+        if setfenv then
+            f, err = real_G.loadstring(src, chunkname)
+            if f then
+                setfenv(f, env)
+            end
+        else
+            f, err = real_G.load(src, chunkname, nil, env)
+        end
+        return f, err
+    end
+    local cached = key and chunk_cache[key]
+    if cached and cached.src == src and cached.name == chunkname then
+        return instantiate(cached.factory, env)
+    end
+    local factory, err = compile_factory(src, chunkname)
+    if not factory then
+        return nil, err
+    end
+    if key then
+        chunk_cache[key] = { src = src, name = chunkname, factory = factory }
+    end
+    return instantiate(factory, env)
+end
+
+-- The source of a file, or nil and "cannot open path" as loadfile says it.
+local function read_file(dir, path)
+    local full = resolve(dir, path)
+    local fh, err = real_io.open(full, "rb")
+    if not fh then
+        err = as_given(err, full, path)
+        return nil, "cannot open " .. tostring(err), full
+    end
+    local src = fh:read("*a")
+    fh:close()
+    return src, nil, full
+end
+
+-- require's marker for a module being loaded (5.1's is a userdata): not a
+-- table, so that module() in that module makes a fresh one.
+local LOADING = function() end
+
+local preload_mt = { __index = real_package.preload }
+local real_require = require
+
+local function new_loading(env, dir, st)
+    local pkg = {}
+    for k, v in pairs(real_package) do
+        pkg[k] = v
+    end
+    local loaded = {}
+    for name, module in pairs(builtin_loaded) do
+        loaded[name] = module
+    end
+    loaded._G = env
+    loaded.io = env.io
+    loaded.os = env.os
+    loaded.package = pkg
+    pkg.loaded = loaded
+    pkg.preload = setmetatable({}, preload_mt)
+
+    local function loadfile(path, mode, chunk_env)
+        local src, err, full
+        if path == nil then -- stdin: the request body
+            local stdin = env.io.stdin
+            src = stdin:read("*a") or ""
+            path = "=stdin"
+        else
+            src, err, full = read_file(dir, path)
+            if not src then
+                return nil, err
+            end
+            path = "@" .. path
+        end
+        return load_chunk(src, path, chunk_env or env, full)
+    end
+
+    local function dofile(path)
+        local f, err = loadfile(path)
+        if not f then
+            error(err, 2)
+        end
+        return f()
+    end
+
+    -- package.searchpath (5.2+, LuaJIT 2.1): relative templates from dir
+    local function searchpath(name, path, sep, rep)
+        if sep == nil then
+            sep = "."
+        end
+        if sep ~= "" then
+            name = gsub(name, gsub(sep, "%p", "%%%0"), rep or "/")
+        end
+        name = gsub(name, "%%", "%%%%")
+        local tried = {}
+        for template in gmatch(path, "[^;]+") do
+            local file = gsub(template, "%?", name)
+            local fh = real_io.open(resolve(dir, file), "r")
+            if fh then
+                fh:close()
+                return file
+            end
+            tried[#tried + 1] = "\n\tno file '" .. file .. "'"
+        end
+        return nil, concat(tried)
+    end
+
+    -- The request's own preload entries; the VM's (fcgi-lua's modules:
+    -- resty.core, table.new, ffi ...) load once, through the VM's require.
+    local function preload_searcher(name)
+        local preload = pkg.preload
+        local loader = rawget(preload, name)
+        if loader ~= nil then
+            return loader
+        end
+        if real_package.preload[name] ~= nil and getmetatable(preload) == preload_mt then
+            return function() return real_require(name) end
+        end
+        loader = preload[name]
+        if loader == nil then
+            return "\n\tno field package.preload['" .. name .. "']"
+        end
+        return loader
+    end
+
+    -- Lua files on the request's package.path, relative entries from the
+    -- script's directory, run in the request's globals.
+    local function lua_searcher(name)
+        local path = pkg.path
+        if type(path) ~= "string" then
+            error("'package.path' must be a string", 0)
+        end
+        local file, err = searchpath(name, path)
+        if not file then
+            return err
+        end
+        local src, full
+        src, err, full = read_file(dir, file)
+        local f
+        if src then
+            f, err = load_chunk(src, "@" .. file, env, full)
+        end
+        if not f then
+            error("error loading module '" .. name .. "' from file '" .. file .. "':\n\t"
+                  .. tostring(err), 0)
+        end
+        return f, file
+    end
+
+    -- The VM's C searchers, with the request's package.cpath for the time
+    -- of the search (they read the shared package table's).  A C library
+    -- is loaded once per process: its module is the worker's (luaL_register
+    -- puts it in the worker's package.loaded anyway).
+    local function with_cpath(searcher)
+        return function(name)
+            local shared_loaded = real_package.loaded
+            if shared_loaded[name] ~= nil then
+                return function() return shared_loaded[name] end
+            end
+            local shared = real_package.cpath
+            real_package.cpath = pkg.cpath
+            local ok, loader, extra = pcall(searcher, name)
+            real_package.cpath = shared
+            if not ok then
+                error(loader, 0)
+            end
+            if type(loader) ~= "function" then
+                return loader, extra
+            end
+            return function(...)
+                local module = loader(...)
+                if module == nil then
+                    module = shared_loaded[name]
+                end
+                if module ~= nil and shared_loaded[name] == nil then
+                    shared_loaded[name] = module
+                end
+                return module
+            end, extra
+        end
+    end
+
+    local searchers = {}
+    local shared_searchers = real_package.loaders or real_package.searchers
+    for i, searcher in ipairs(shared_searchers) do
+        searchers[i] = (i == 3 or i == 4) and with_cpath(searcher) or searcher
+    end
+    searchers[1] = preload_searcher
+    searchers[2] = lua_searcher
+    if real_package.loaders then
+        pkg.loaders = searchers
+    end
+    if real_package.searchers then
+        pkg.searchers = searchers
+    end
+    if real_package.searchpath then
+        pkg.searchpath = searchpath
+    end
+
+    local function require(name)
+        if type(name) == "number" then
+            name = tostring(name)
+        elseif type(name) ~= "string" then
+            error("bad argument #1 to 'require' (string expected, got " .. type(name) .. ")", 2)
+        end
+        local module = pkg.loaded[name]
+        if module ~= nil then
+            if rawequal(module, LOADING) then
+                error("loop or previous error loading module '" .. name .. "'", 2)
+            end
+            return module
+        end
+        local list = pkg.loaders or pkg.searchers
+        if type(list) ~= "table" then
+            error("'package.loaders' must be a table", 2)
+        end
+        local tried = {}
+        local loader, extra
+        local i = 1
+        while true do
+            local searcher = list[i]
+            if searcher == nil then
+                error("module '" .. name .. "' not found:" .. concat(tried), 2)
+            end
+            loader, extra = searcher(name)
+            if type(loader) == "function" then
+                break
+            elseif type(loader) == "string" then
+                tried[#tried + 1] = loader
+            end
+            i = i + 1
+        end
+        local loaded_now = pkg.loaded
+        loaded_now[name] = LOADING
+        if setfenv then
+            module = loader(name)
+        else
+            module = loader(name, extra)
+        end
+        if module ~= nil then
+            loaded_now[name] = module
+        end
+        if rawequal(loaded_now[name], LOADING) then
+            loaded_now[name] = true
+        end
+        return loaded_now[name]
+    end
+
+    env.package = pkg
+    env.require = require
+    env.loadfile = loadfile
+    env.dofile = dofile
+
+    -- Chunks loaded from strings see the request's globals too, as in a
+    -- process whose globals are the script's.
+    if setfenv then
+        env.loadstring = function(s, chunkname)
+            local f, err = real_G.loadstring(s, chunkname)
+            if f then
+                setfenv(f, env)
+            end
+            return f, err
+        end
+        env.load = function(chunk, chunkname, mode, chunk_env)
+            local f, err = real_G.load(chunk, chunkname, mode, chunk_env)
+            if f and chunk_env == nil then
+                setfenv(f, env)
+            end
+            return f, err
+        end
+    else
+        env.load = function(chunk, chunkname, mode, chunk_env)
+            if chunk_env == nil then
+                chunk_env = env
+            end
+            return real_G.load(chunk, chunkname, mode, chunk_env)
+        end
+        if real_G.loadstring then -- compat.lua's: text chunks only
+            env.loadstring = function(s, chunkname)
+                return real_G.load(s, chunkname, "t", env)
+            end
+        end
+    end
+
+    -- Lua 5.1's module(): the module table lives in the request.
+    if real_G.module and setfenv then
+        env.module = function(modname, ...)
+            if type(modname) ~= "string" then
+                error("bad argument #1 to 'module' (string expected, got " .. type(modname)
+                      .. ")", 2)
+            end
+            local lt = pkg.loaded
+            local m = lt[modname]
+            if type(m) ~= "table" then
+                m = env
+                for part in gmatch(modname, "[^%.]+") do
+                    local t = m[part]
+                    if t == nil then
+                        t = {}
+                        m[part] = t
+                    elseif type(t) ~= "table" then
+                        error("name conflict for module '" .. modname .. "'", 2)
+                    elseif m == env and rawget(env, part) == nil then
+                        -- a shared global table (ngx, string): the request
+                        -- extends its own view of it, never the worker's
+                        t = setmetatable({}, { __index = t })
+                        env[part] = t
+                    end
+                    m = t
+                end
+                lt[modname] = m
+            end
+            if m._NAME == nil then
+                m._M = m
+                m._NAME = modname
+                m._PACKAGE = match(modname, "^(.*%.)[^%.]*$") or ""
+            end
+            setfenv(2, m)
+            for i = 1, select("#", ...) do
+                (select(i, ...))(m)
+            end
+        end
+        pkg.seeall = function(m)
+            local mt = getmetatable(m)
+            if not mt then
+                mt = {}
+                setmetatable(m, mt)
+            end
+            mt.__index = env
+        end
+    end
+end
+
 ---------------------------------------------------------------- hooks
+
+local function param(params, name)
+    for i = 1, #params, 2 do
+        if params[i] == name then
+            return params[i + 1]
+        end
+    end
+    return nil
+end
 
 -- The request r runs the chunk main in CGI mode: its env gets the proxies.
 function _M.wrap(r, main)
-    local filename
-    local params = r.params
-    for i = 1, #params, 2 do
-        if params[i] == "SCRIPT_FILENAME" then
-            filename = params[i + 1]
-            break
-        end
-    end
-    local st = { buf = "", headed = false, filename = filename }
+    local filename = param(ext.params(r), "SCRIPT_FILENAME")
+    -- the script's directory: from the file the engine compiled ("@path")
+    local source = getinfo(main, "S").source
+    local path = sub(source, 1, 1) == "@" and sub(source, 2) or filename
+    local dir = path and match(path, "^(.*/)[^/]*$")
+    local st = { r = r, buf = "", headed = false, filename = filename or path }
     r.cgi = true -- no default Content-Type: the script's header block decides
     local env = r.env
-    env.io = new_io(st)
-    env.os = new_os(st, r)
+    env.io = new_io(st, dir)
+    env.os = new_os(st, r, dir)
     env.print = new_print(st)
-    env.arg = { [0] = filename }
+    env.arg = { [0] = filename or path }
+    new_loading(env, dir, st)
     return function(...)
         main(...)
         finish(st)
@@ -547,6 +1042,56 @@ function _M.is_cgi_shebang(line)
     end
     return base ~= nil and (find(base, "^lua[%d%.]*$") ~= nil
                             or find(base, "^luajit[%w%.%-]*$") ~= nil)
+end
+
+---------------------------------------------------------------- the worker's os.exit
+
+-- Outside CGI mode os.exit ends the worker process, as in OpenResty (the
+-- master starts another).  It says so first, naming the script, and exits
+-- with SCRIPT_EXIT_STATUS, which the master reports as "ended by a
+-- script's os.exit" (fcgi_lua/workers.py has the same number) instead of
+-- a recycling (status 0) or a crash.  A sandbox removes os.exit.
+local SCRIPT_EXIT_STATUS = 70 -- sysexits' EX_SOFTWARE
+_M.SCRIPT_EXIT_STATUS = SCRIPT_EXIT_STATUS
+
+local py_log = helpers.log
+local real_exit = os.exit
+local current = ext.current
+local current_context = ext.context
+
+local function exiting_script()
+    local r = current()
+    if r then
+        local params = ext.params(r)
+        local filename = param(params, "SCRIPT_FILENAME")
+        if filename then
+            return filename
+        end
+        local name = param(params, "SCRIPT_NAME")
+        if name then
+            return (param(params, "DOCUMENT_ROOT") or "") .. name
+        end
+        return "a request"
+    end
+    if current_context() then
+        return "an ngx.timer callback"
+    end
+    local phase = ext.phase and ext.phase()
+    if phase then
+        return phase .. "_script"
+    end
+    return "Lua code"
+end
+
+function os.exit(code)
+    local where = ""
+    local info = getinfo(2, "Sl")
+    if info and info.currentline and info.currentline > 0 then
+        where = " at " .. gsub(info.source, "^@", "") .. ":" .. info.currentline
+    end
+    py_log(ALERT, format("os.exit(%s) in %s%s: the worker process exits (ngx.exit ends a "
+                          .. "request)", tostring(code), exiting_script(), where))
+    real_exit(SCRIPT_EXIT_STATUS)
 end
 
 ext.cgi_wrap = _M.wrap

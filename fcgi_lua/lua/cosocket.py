@@ -28,7 +28,10 @@ import os
 import random
 import socket
 import ssl
-from typing import Any, cast
+from collections.abc import Callable
+from typing import Any, Protocol, cast
+
+from fcgi_lua.deadlines import Deadlines
 
 # lua-nginx-module's defaults (lua_socket_connect_timeout & co, 60s;
 # lua_socket_pool_size 30).
@@ -59,6 +62,12 @@ UNTIL = 4  # a receiveuntil iterator
 # What a synchronous call returns when the operation must wait: socket.lua
 # then yields the connection, and ``perform`` awaits it.
 PENDING = True
+
+
+class _Timer(Protocol):
+    """A loop timer or a deadline of the worker's heap (fcgi_lua.deadlines)."""
+
+    def cancel(self) -> None: ...
 
 
 # Lua never holds a Python object: it gets integer handles into this table
@@ -303,7 +312,7 @@ class _PendingRead:
     buffer: bytearray
     op: tuple[int, int, UntilState | None] | None
     waiter: asyncio.Future[Any] | None
-    timer: asyncio.TimerHandle | None
+    timer: _Timer | None
     failure: tuple[str, bytes | None]
 
     def attempt(self) -> Any:
@@ -313,6 +322,9 @@ class _PendingRead:
 
     def _loop(self) -> asyncio.AbstractEventLoop:
         raise NotImplementedError
+
+    def _call_later(self, delay: float, callback: Callable[[], None]) -> _Timer:
+        return self._loop().call_later(delay, callback)
 
     def _after_read(self) -> None:
         """A read completed or timed out (the buffer may have room again)."""
@@ -330,7 +342,7 @@ class _PendingRead:
         self._before_wait()
         loop = self._loop()
         self.waiter = loop.create_future()
-        self.timer = loop.call_later(_seconds(timeout_ms), self._read_timed_out)
+        self.timer = self._call_later(_seconds(timeout_ms), self._read_timed_out)
         return PENDING
 
     def _progress(self) -> None:
@@ -390,14 +402,14 @@ class TcpConnection(_PendingRead, asyncio.Protocol):
         self.reused = 0
         self.owner: Owner | None = None
         self.pool: Pool | None = None  # counted in pool.connections
-        self.idle_timer: asyncio.TimerHandle | None = None  # set while pooled
+        self.idle_timer: _Timer | None = None  # set while pooled
         self.reading_paused = False
         self.writing_paused = False
         # the operation a script waits on
         self.connect_args: tuple[Any, ...] | None = None
         self.op: tuple[int, int, UntilState | None] | None = None
         self.waiter: asyncio.Future[Any] | None = None
-        self.timer: asyncio.TimerHandle | None = None
+        self.timer: _Timer | None = None
         self.failure: tuple[str, bytes | None] = ("closed", None)
         self.drain: _Drain | None = None  # a send waiting for the transport to drain
         self.handed: TcpConnection | None = None  # a backlog wait got this one
@@ -505,6 +517,11 @@ class TcpConnection(_PendingRead, asyncio.Protocol):
     def _loop(self) -> asyncio.AbstractEventLoop:
         return self.manager.loop()
 
+    def _call_later(self, delay: float, callback: Callable[[], None]) -> _Timer:
+        # a read timeout on the worker's deadline heap: a heap push, not a
+        # libuv timer armed and cancelled per read
+        return self.manager.deadlines().call_later(delay, callback)
+
     def _after_read(self) -> None:
         self._maybe_resume_reading()
 
@@ -541,7 +558,7 @@ class BodyReader(_PendingRead):
         self.read_closed = False
         self.op: tuple[int, int, UntilState | None] | None = None
         self.waiter: asyncio.Future[Any] | None = None
-        self.timer: asyncio.TimerHandle | None = None
+        self.timer: _Timer | None = None
         self.failure: tuple[str, bytes | None] = ("closed", None)
         body.listener = self._on_body
 
@@ -811,6 +828,14 @@ class Cosockets:
         self.pools: dict[bytes, Pool] = {}
         self._tls: dict[bool, ssl.SSLContext] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._deadlines: Deadlines | None = None
+
+    def deadlines(self) -> Deadlines:
+        """The heap of read and keepalive timeouts, on the worker's loop."""
+        heap = self._deadlines
+        if heap is None or heap.loop() is not self.loop():
+            heap = self._deadlines = Deadlines(self.loop())
+        return heap
 
     def loop(self) -> asyncio.AbstractEventLoop:
         """The worker's loop, looked up once: asyncio.get_running_loop() is
@@ -837,8 +862,13 @@ class Cosockets:
             handle = request[b"cosocket_owner"]
         except Exception:  # not a Lua table: nothing was opened
             return
+        if handle is not None:
+            self.release_owner(handle)
+
+    def release_owner(self, handle: int) -> None:
+        """What owner ``handle`` holds is closed (ngx.lua, at a request's end)."""
         owner = _OBJECTS.get(handle)
-        if isinstance(owner, Owner):
+        if type(owner) is Owner:
             owner.close_all()
 
     def close_all(self) -> None:
@@ -1066,10 +1096,9 @@ class Cosockets:
             oldest.shutdown()
             _OBJECTS.pop(oldest.handle, None)
         ms = DEFAULT_KEEPALIVE_MS if idle_ms is None else int(idle_ms)
-        loop = self.loop()
         # 0 means no idle timeout; a far timer keeps "pooled" = "has a timer"
         delay = ms / 1000.0 if ms > 0 else 365 * 86400.0
-        conn.idle_timer = loop.call_later(delay, self.drop_idle, conn)
+        conn.idle_timer = self.deadlines().call_later(delay, self.drop_idle, conn)
         pool.idle.appendleft(conn)
         pool.wake_one()
         return 1
@@ -1157,6 +1186,7 @@ class Cosockets:
         """What socket.lua gets to call."""
         return {
             b"new_owner": self.new_owner,
+            b"release_owner": self.release_owner,
             b"connect": self.connect,
             b"connect_result": self.connect_result,
             b"send": self.send,

@@ -17,6 +17,7 @@ import fnmatch
 import hashlib
 import hmac
 import importlib
+import itertools
 import logging
 import os
 import re
@@ -74,6 +75,11 @@ class LuaRequest(Protocol):
 
     @property
     def params(self) -> Sequence[tuple[bytes, bytes]]: ...
+
+    @property
+    def method(self) -> bytes:
+        """REQUEST_METHOD ("" when the front server sent none)."""
+        ...
 
     # The body (fcgi_lua.request.Request implements these).
     async def wait_body(self) -> None: ...
@@ -248,8 +254,14 @@ def _is_head(params: Sequence[tuple[bytes, bytes]]) -> bool:
 _Command = Callable[[LuaRequest, OutputSink, Any], Awaitable[Any]]
 
 
+_SLEEPS: list[deadlines.Deadlines] = []  # the worker loop's heap, looked up once
+
+
 async def _do_sleep(request: LuaRequest, sink: OutputSink, seconds: Any) -> Any:
-    await deadlines.current().sleep(seconds)
+    # deadlines.current() is a getpid() syscall (asyncio.get_running_loop)
+    if not _SLEEPS or not _SLEEPS[0].loop().is_running():
+        _SLEEPS[:] = [deadlines.current()]
+    await _SLEEPS[0].sleep(seconds)
     return None
 
 
@@ -338,6 +350,7 @@ class _TimerOrigin:
     has none (its commands never touch it)."""
 
     script_path = "an ngx.timer callback"
+    params = ()
 
 
 _TIMER = _TimerOrigin()
@@ -374,6 +387,7 @@ class LuaEngine:
         request_timeout: float = 0.0,
         lua_memory_limit: int = 0,
         sandbox: bool = False,
+        sandbox_write_paths: Sequence[str] = (),
         body_temp_dir: str = "",
         shared_dicts: SharedDicts | None = None,
     ) -> None:
@@ -396,9 +410,15 @@ class LuaEngine:
         self._lua = new_runtime(runtime, 0 if self._soft_memory else lua_memory_limit)
         self._lua_error = _lua_error(self._lua)
         self._sink: OutputSink | None = None
-        # the loop's deadline heap, looked up once (deadlines.current() is a
-        # getpid() syscall on Python 3.11)
-        self._deadlines: deadlines.Deadlines | None = None
+        # The request whose Lua runs now (set before every resume, like
+        # _sink): its params are what ngx.lua's params_of asks for.
+        self._request: Any = None
+        # request_timeout's deadlines, on the loop's own timer (made on the
+        # first request that waits: asyncio.get_running_loop() is a getpid()
+        # syscall on Python 3.11, not paid per request)
+        self._expiries: deadlines.Expiries | None = None
+        # what the VM may hold when a request starts (ngx.lua's start checks)
+        self._guard_kb = self._memory_guard / 1024 if lua_memory_limit else 0.0
         lua = self._lua
         # The collector's pace: a cycle starts as soon as the last one ends
         # (pause 100, not 200) and works 4x the allocation rate.  10,000
@@ -424,6 +444,7 @@ class LuaEngine:
                 b"log": self._log,
                 b"error_page": error_page,
                 b"update_time": time.time,
+                b"params": self._params,
                 b"md5": _md5,
                 b"md5_bin": _md5_bin,
                 b"sha1_bin": _sha1_bin,
@@ -463,9 +484,8 @@ class LuaEngine:
         self._context = driver[b"extensions"][b"context"]  # the one running now
         if bind_budget is not None:
             bind_budget(self._context)
-        # The layers over the ngx API: CGI mode, then the mk.* API.
-        for layer in ("cgi.lua", "mk.lua"):
-            self._load_layer(layer, helpers, driver[b"extensions"])
+        # The mk.* API over the ngx API.
+        self._load_layer("mk.lua", helpers, driver[b"extensions"])
         self._cgi = CgiMarker(root, cgi_patterns)
         # ngx.socket.* and require "resty.X" (socket.lua, cosocket.py)
         self.cosockets = cosocket.install(lua, driver[b"extensions"])
@@ -488,8 +508,10 @@ class LuaEngine:
         self._drop_timer_lua = threads[b"drop_timer"]
         self._release = threads[b"release"]
         # resty.core and the ngx.* modules of lua-resty-core, and the
-        # table.* modules of OpenResty's LuaJIT (resty_core.lua, luajit.lua)
-        for layer in ("luajit.lua", "resty_core.lua"):
+        # table.* modules of OpenResty's LuaJIT (resty_core.lua, luajit.lua);
+        # CGI mode last: it takes fcgi-lua's own modules as a CGI request's
+        # built-ins (cgi.lua)
+        for layer in ("luajit.lua", "resty_core.lua", "cgi.lua"):
             self._load_layer(layer, helpers, driver[b"extensions"])
         self._start = driver[b"start"]
         self._drive = driver[b"drive"]
@@ -505,20 +527,36 @@ class LuaEngine:
             b"return function(r) return traceback(r.co, '', 0) end,\n"
             b"       function() return (collectgarbage('count')) end"
         )
-        self._collect = lua.eval(
-            b"function() collectgarbage() return (collectgarbage('count')) end"
+        self._collect = lua.execute(
+            b"local collectgarbage = collectgarbage\n"
+            b"return function() collectgarbage() return (collectgarbage('count')) end"
         )
-        if sandbox:  # last: the layers above keep private references
+        # Last: the layers above keep private references.  Isolation
+        # (read-only shared globals and ngx, docs/sandbox.md) is sealed
+        # after the sandbox changed the globals; it keeps debug for itself.
+        extensions = driver[b"extensions"]
+        isolation = self._load_layer("isolation.lua", helpers, extensions)
+        if sandbox:
             path = lua.globals().package.path.decode("utf-8", "replace")
-            limits.install_sandbox(lua, root, path, body_temp_dir)
+            limits.install_sandbox(
+                lua,
+                root,
+                path,
+                body_temp_dir,
+                write_paths=sandbox_write_paths,
+                private_paths=limits.private_paths(shared_dicts),
+                extensions=extensions,
+            )
+            extensions[b"sandboxed"] = True
+        isolation[b"seal"]()
 
-    def _load_layer(self, name: str, helpers: Any, extensions: Any) -> None:
+    def _load_layer(self, name: str, helpers: Any, extensions: Any) -> Any:
         source = resources.files("fcgi_lua.lua").joinpath(name).read_bytes()
         loaded = self._lua.eval(b"loadstring or load")(source, b"@" + name.encode())
         chunk, err = loaded if isinstance(loaded, tuple) else (loaded, None)
         if chunk is None:
             raise RuntimeError(f"cannot load {name}: {err!r}")
-        chunk(helpers, extensions)
+        return chunk(helpers, extensions)
 
     def _load_threads(self, extensions: Any) -> Any:
         source = resources.files("fcgi_lua.lua").joinpath("thread.lua").read_bytes()
@@ -531,6 +569,15 @@ class LuaEngine:
         return chunk(self._lua.table_from(functions), extensions)
 
     # -- helpers called from Lua ---------------------------------------------
+
+    def _params(self) -> tuple[bytes, ...]:
+        """The running request's params as ngx.lua keeps them, name, value,
+        name, value, ... (returned as that many values: Lua's { ... } makes
+        the table faster than table_from); asked once per request, and only
+        by a script that reads a variable or a header."""
+        request = self._request
+        params = request.params if request is not None else ()
+        return tuple(itertools.chain.from_iterable(params))
 
     def _graceful_exit(self) -> None:
         # ngx.process.signal_graceful_exit(): the worker stops gracefully
@@ -555,48 +602,68 @@ class LuaEngine:
             self._sink = sink
             await self._fail(request, sink, str(exc), emitted=False)
             return
-        if self.lua_memory_limit and self._memory_used() > self._memory_guard:
-            self._limit_kill(request, None, "not enough memory: before the request started")
-            if self._memory_used() > self._memory_guard:
-                await self._fail(
-                    request, sink, "not enough memory (lua_memory_limit)", emitted=False
-                )
-                return
         lua_error = self._lua_error
         self._sink = sink
+        self._request = request
+        head = request.method == b"HEAD"
+        cgi = self._cgi(request.script_path)
         # Each resume is timed: one that runs long without yielding is a
         # blocking call (os.execute, io.popen, LuaSocket) or a long loop.
         perf_counter = time.perf_counter
-        slow = self.slow_resume_warning
         try:
             began = perf_counter()
-            r, cmd, arg, extra = self._start(
-                factory,
-                self._lua.table_from([item for pair in request.params for item in pair]),
-                time.time(),
-                self._cgi(request.script_path),
-            )
+            # one crossing: the params follow only if the script asks
+            r, cmd, arg, extra = self._start(factory, time.time(), cgi, head, self._guard_kb)
+            if cmd == b"memory":  # the VM is nearly full: collect, then start or refuse
+                if not self._make_room(request):
+                    await self._fail(
+                        request, sink, "not enough memory (lua_memory_limit)", emitted=False
+                    )
+                    return
+                began = perf_counter()
+                r, cmd, arg, extra = self._start(factory, time.time(), cgi, head, 0)
             elapsed = perf_counter() - began
-            if elapsed > slow:
+            if elapsed > self.slow_resume_warning:
                 self._warn_slow(request, elapsed)
         except lua_error as exc:
             self._limit_kill(request, None, exc)
             reason = str(exc) or ("not enough memory" if isinstance(exc, MemoryError) else "")
             await self._fail(request, sink, f"{request.script_path}: {reason}", emitted=False)
             return
+        if cmd == b"done":
+            # Over in its first resume (most requests that wait for nothing):
+            # nothing to time out, nothing left open (start let go of it).
+            if arg:
+                await sink.write(arg)
+            return
+        await self._run_waiting(request, sink, r, cmd, arg, extra)
+
+    def _make_room(self, request: LuaRequest) -> bool:
+        """The VM holds more than a request may start with: a collection
+        (a limit kill); whether there is room now."""
+        self._limit_kill(request, None, "not enough memory: before the request started")
+        return self._memory_used() <= self._memory_guard
+
+    async def _run_waiting(
+        self, request: LuaRequest, sink: OutputSink, r: Any, cmd: Any, arg: Any, extra: Any
+    ) -> None:
+        """The rest of a request whose first resume yielded: perform what it
+        waits for, under request_timeout, until it ends."""
+        lua_error = self._lua_error
         self.running[request] = r  # for traceback(): the slow-request log
         # request_timeout: the task is cancelled at the deadline; a wait
         # (sleep, socket, body) ends there.  Lua that never yields is the
         # instruction budget's job.
-        expiry = None
+        expiries = None
         if self.request_timeout > 0:
-            heap = self._deadlines
-            if heap is None or heap.loop().is_closed():
-                heap = self._deadlines = deadlines.current()
-            task = asyncio.current_task(heap.loop())
-            expiry = heap.call_later(self.request_timeout, _expire, r, task)
+            expiries = self._expiries
+            if expiries is None or not expiries.loop().is_running():
+                loop = asyncio.get_running_loop()
+                expiries = self._expiries = deadlines.Expiries(loop, self.request_timeout, _expire)
+            expiries.add(request, r, asyncio.current_task(expiries.loop()))
+        released = False
         try:
-            cmd, arg, extra = await self._perform(r, request, sink, cmd, arg, extra)
+            cmd, arg, extra, released = await self._perform(r, request, sink, cmd, arg, extra)
         except asyncio.CancelledError:
             self._abort(r)
             if not r[b"timed_out"]:
@@ -616,10 +683,11 @@ class LuaEngine:
             self._abort(r)
             raise
         finally:
-            if expiry is not None:
-                expiry.cancel()
-            self.cosockets.release(r)  # sockets left open die with the request
-            self._release(r)  # and semaphore waits
+            if expiries is not None:
+                expiries.discard(request)
+            if not released:  # else the driver did (ngx.lua's ended)
+                self.cosockets.release(r)  # sockets left open die with the request
+                self._release(r)  # and semaphore waits
             self.running.pop(request, None)
         if cmd == b"done":
             if arg:
@@ -638,9 +706,10 @@ class LuaEngine:
 
     async def _perform(
         self, ctx: Any, request: Any, sink: Any, cmd: Any, arg: Any, extra: Any
-    ) -> tuple[Any, Any, Any]:
+    ) -> tuple[Any, Any, Any, bool]:
         """Perform what the coroutines of ``ctx`` (a request or a timer) yield
-        until it ends; returns the last (cmd, arg, extra): "done" or "error"."""
+        until it ends; returns the last (cmd, arg, extra): "done" or "error",
+        and whether the driver already let go of what the context held."""
         commands = COMMANDS
         perf_counter = time.perf_counter
         slow = self.slow_resume_warning
@@ -652,14 +721,16 @@ class LuaEngine:
             if type(value) is dict:  # a result with several parts: a Lua table
                 value = self._lua.table_from(value, recursive=True)
             self._sink = sink
+            self._request = request
             began = perf_counter()
             cmd, arg, extra = self._drive(ctx, time.time(), value)
             elapsed = perf_counter() - began
             if elapsed > slow:
                 self._warn_slow(request, elapsed)
         if cmd == b"threads":  # light threads: thread.lua schedules them
-            return await self._perform_threads(ctx, request, sink, arg, extra)
-        return cmd, arg, extra
+            cmd, arg, extra = await self._perform_threads(ctx, request, sink, arg, extra)
+            return cmd, arg, extra, False
+        return cmd, arg, extra, cmd == b"done"
 
     async def _perform_threads(
         self, ctx: Any, request: Any, sink: Any, ops: Any, nops: Any
@@ -680,6 +751,7 @@ class LuaEngine:
                 except asyncio.CancelledError:
                     # the front server aborted the request: its on_abort
                     # handler runs, the request goes on (once)
+                    self._request = request
                     result = (
                         None
                         if aborted or ctx[b"timed_out"]
@@ -710,6 +782,7 @@ class LuaEngine:
                     if type(value) is dict:
                         value = self._lua.table_from(value, recursive=True)
                     self._sink = sink
+                    self._request = request
                     began = perf_counter()
                     cmd, arg, extra = self._drive_thread(ctx, time.time(), tid, value)
                     elapsed = perf_counter() - began
@@ -773,6 +846,7 @@ class LuaEngine:
         except OSError as exc:
             raise LuaInitError(f"{key} error: cannot open {path}: {exc.strerror}") from exc
         self._sink = None
+        self._request = None
         try:
             ok, err = self._run_phase(phase, source, b"@" + os.fsencode(path))
         except (self._lua_error, MemoryError) as exc:  # raised outside Lua's protection
@@ -787,13 +861,14 @@ class LuaEngine:
         """Run timer ``timer_id``'s callback in its own context, no request."""
         lua_error = self._lua_error
         self._sink = None
+        self._request = None
         try:
             ctx, cmd, arg, extra = self._start_timer(timer_id, premature, time.time(), keep)
         except lua_error as exc:
             log.error("lua failed to run timer: %s, context: ngx.timer", exc)
             return
         try:
-            cmd, arg, extra = await self._perform(ctx, _TIMER, None, cmd, arg, extra)
+            cmd, arg, extra, _ = await self._perform(ctx, _TIMER, None, cmd, arg, extra)
         except lua_error as exc:
             self._abort(ctx)
             log.error("lua entry thread aborted: %s, context: ngx.timer", exc)

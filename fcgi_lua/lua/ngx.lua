@@ -47,15 +47,18 @@ local co_resume = coroutine.resume
 local co_yield = coroutine.yield
 local co_status = coroutine.status
 local co_close = coroutine.close -- 5.4+: frees a dead coroutine's stack
+local collectgarbage = collectgarbage -- the sandbox limits the global one
 local traceback = debug.traceback
 local getinfo = debug.getinfo
 local setfenv = setfenv -- nil on Lua 5.2+
 local loadstring = loadstring or load
 local unpack = unpack or table.unpack
+local collectgarbage = collectgarbage
 
 local py_log = helpers.log
 local py_error_page = helpers.error_page
 local py_update_time = helpers.update_time
+local py_params = helpers.params
 local reasons = helpers.reasons
 local DEFAULT_TYPE = helpers.default_type
 -- ngx.null is the NULL light userdata, as in OpenResty: the same value as
@@ -633,7 +636,24 @@ end
 local NO_BODY_STATUS = { [204] = true, [304] = true }
 
 -- Response headers: r.hkeys lists normalised keys in first-set order;
--- r.hvals[key] = { name = "As-Set", value, ... }.
+-- r.hvals[key] = { name = "As-Set", value, ... }.  Both start as the one
+-- shared empty table NO_HEADERS (most scripts set none), replaced by the
+-- request's own on the first header set (new_header).
+local NO_HEADERS = setmetatable({}, { __newindex = function() error("NO_HEADERS is read-only") end })
+
+local function new_header(r, key, h)
+    local hkeys = r.hkeys
+    if hkeys == NO_HEADERS then
+        hkeys = {}
+        r.hkeys = hkeys
+        r.hvals = {}
+    end
+    local pos = #hkeys + 1
+    hkeys[pos] = key
+    h.pos = pos
+    r.hvals[key] = h
+    return h
+end
 local function header_key(name)
     return lower((gsub(name, "_", "-")))
 end
@@ -642,26 +662,49 @@ local function reason(status)
     return reasons[status] or "Unknown"
 end
 
+-- "Status: 200 OK\r\n" and the like, made once per status
+local status_lines = setmetatable({}, {
+    __index = function(t, status)
+        local line = "Status: " .. format("%d", status) .. " " .. reason(status) .. "\r\n"
+        if type(status) == "number" and status >= 100 and status <= 999 then
+            t[status] = line
+        end
+        return line
+    end,
+})
+local DEFAULT_TYPE_LINE = "Content-Type: " .. DEFAULT_TYPE .. "\r\n"
+
 -- The CGI header block: "Status:" first (Monkey only honours it there),
--- then Content-Type, then the script's headers in the order first set.
-local function header_block(r, status, content_length, streaming, error_type)
-    local lines = { "Status: ", format("%d", status), " ", reason(status), "\r\n" }
+-- then Content-Type, then the script's headers in the order first set;
+-- then `body`, if given (one string made, not two).
+local function header_block(r, status, content_length, streaming, error_type, body)
+    local status_line = status_lines[status]
+    local status_text = r.status_text -- CGI mode: the script's own (cgi.lua)
+    if status_text and status == r.status and not error_type then
+        status_line = "Status: " .. status_text .. "\r\n"
+    end
     local hvals = r.hvals
     local ct = hvals["content-type"]
+    local ct_line = ""
     if error_type then
-        lines[#lines + 1] = "Content-Type: " .. error_type .. "\r\n"
+        ct_line = "Content-Type: " .. error_type .. "\r\n"
     elseif ct then
-        lines[#lines + 1] = "Content-Type: " .. ct[#ct] .. "\r\n"
+        ct_line = "Content-Type: " .. ct[#ct] .. "\r\n"
     elseif not NO_BODY_STATUS[status] and not r.cgi then -- CGI: as the script said
-        lines[#lines + 1] = "Content-Type: " .. DEFAULT_TYPE .. "\r\n"
+        ct_line = DEFAULT_TYPE_LINE
     end
     local cl = hvals["content-length"]
+    local cl_line = ""
     if content_length and (error_type or not cl) then
-        lines[#lines + 1] = "Content-Length: " .. content_length .. "\r\n"
+        cl_line = "Content-Length: " .. content_length .. "\r\n"
     elseif cl and not error_type then
-        lines[#lines + 1] = "Content-Length: " .. cl[#cl] .. "\r\n"
+        cl_line = "Content-Length: " .. cl[#cl] .. "\r\n"
     end
     local hkeys = r.hkeys
+    if #hkeys == 0 and not streaming then -- the script set no other header
+        return status_line .. ct_line .. cl_line .. "\r\n" .. (body or "")
+    end
+    local lines = { status_line, ct_line, cl_line }
     for i = 1, #hkeys do
         local key = hkeys[i]
         local h = hvals[key]
@@ -678,6 +721,7 @@ local function header_block(r, status, content_length, streaming, error_type)
         lines[#lines + 1] = "X-Accel-Buffering: no\r\n"
     end
     lines[#lines + 1] = "\r\n"
+    lines[#lines + 1] = body
     return concat(lines)
 end
 
@@ -742,9 +786,19 @@ end
 -- so a Content-Length can be given.
 local function take_output(r, final)
     local body = ""
-    if r.nout > 0 then
-        body = concat(r.out, "", 1, r.nout)
-        r.out = {}
+    local nout = r.nout
+    if nout > 0 then
+        local out = r.out
+        if nout == 1 then
+            body = out[1]
+        elseif nout == 2 then -- ngx.say's text and newline
+            body = out[1] .. out[2]
+        else
+            body = concat(out, "", 1, nout)
+        end
+        if not final then -- else the request ends: nothing will be printed
+            r.out = {}
+        end
         r.nout = 0
     end
     if r.emitted then
@@ -764,11 +818,10 @@ local function take_output(r, final)
     if final and not NO_BODY_STATUS[status] then
         length = #body
     end
-    local block = header_block(r, status, length, not final)
     if r.head or NO_BODY_STATUS[status] then
-        return block
+        return header_block(r, status, length, not final)
     end
-    return block .. body
+    return header_block(r, status, length, not final, nil, body)
 end
 
 local function error_response(r, status)
@@ -781,11 +834,10 @@ local function error_response(r, status)
         return header_block(r, status, nil, false)
     end
     local page = py_error_page(status)
-    local block = header_block(r, status, #page, false, "text/html")
     if r.head then
-        return block
+        return header_block(r, status, #page, false, "text/html")
     end
-    return block .. page
+    return header_block(r, status, #page, false, "text/html", page)
 end
 
 -- Appends v's bytes to buf; false and a reason when v cannot be printed.
@@ -978,8 +1030,7 @@ function ngx.redirect(uri, status)
     end
     local key = "location"
     if not r.hvals[key] then
-        r.hkeys[#r.hkeys + 1] = key
-        r.hvals[key] = { name = "Location", pos = #r.hkeys }
+        new_header(r, key, { name = "Location" })
     end
     local h = r.hvals[key]
     for i = #h, 1, -1 do
@@ -1051,7 +1102,9 @@ local function set_header(r, name, value)
     end
     local h = r.hvals[key]
     if not values then
-        r.hvals[key] = nil
+        if h then
+            r.hvals[key] = nil
+        end
         return
     end
     if key == "content-length" and not match(values[#values], "^%s*%d+%s*$") then
@@ -1063,9 +1116,7 @@ local function set_header(r, name, value)
             h[i] = nil
         end
     else
-        r.hkeys[#r.hkeys + 1] = key
-        h = { name = CANONICAL[key] or header_text((gsub(name, "_", "-"))), pos = #r.hkeys }
-        r.hvals[key] = h
+        h = new_header(r, key, { name = CANONICAL[key] or header_text((gsub(name, "_", "-"))) })
     end
     for i = 1, #values do
         h[i] = values[i]
@@ -1161,13 +1212,25 @@ end
 
 ---------------------------------------------------------------- ngx.var
 
+-- The request's FastCGI params, { name, value, name, value, ... }: asked
+-- of Python (one crossing) the first time the request needs them, so a
+-- script that reads no variable and no header never pays for them.
+local function params_of(r)
+    local params = r.params
+    if not params then
+        params = { py_params() }
+        r.params = params
+    end
+    return params
+end
+
 local function request_vars(r)
     local vars = r.vars
     if vars then
         return vars
     end
     vars = {}
-    local params = r.params
+    local params = params_of(r)
     for i = 1, #params, 2 do
         local k = lower(params[i])
         if vars[k] == nil then
@@ -1257,7 +1320,7 @@ local function cookie_header(r)
     local cookies = r.cookie_header
     if cookies == nil then
         local parts = {}
-        local params = r.params
+        local params = params_of(r)
         for i = 1, #params, 2 do
             if params[i] == "HTTP_COOKIE" then
                 parts[#parts + 1] = params[i + 1]
@@ -1447,7 +1510,7 @@ local req_headers_mt = {
 }
 
 local function each_request_header(r)
-    local params = r.params
+    local params = params_of(r)
     local list = r.header_list
     if list then
         return list
@@ -1548,7 +1611,7 @@ function req.set_header(name, value)
     local values = header_values(value)
     local key = "HTTP_" .. upper((gsub(name, "-", "_")))
     -- $content_type and $content_length do not follow (nginx 1.22 neither)
-    local params, out = r.params, {}
+    local params, out = params_of(r), {}
     for i = 1, #params, 2 do
         local k = params[i]
         if k ~= key then
@@ -1858,6 +1921,10 @@ setmetatable(ngx, {
             r.ctx = value
         elseif key == "headers_sent" then
             error("attempt to set ngx.headers_sent", 2)
+        elseif t ~= ngx then
+            -- a request writing through its read-only view (isolation.lua)
+            error("attempt to write ngx." .. tostring(key)
+                  .. ": shared by every request and read-only (docs/sandbox.md)", 2)
         else
             rawset(t, key, value)
         end
@@ -1926,7 +1993,15 @@ end
 
 ---------------------------------------------------------------- the driver
 
+-- A request's global table falls back to the shared globals: through
+-- their read-only view once isolation.lua seals them (engine.py).
 local env_mt = { __index = _G }
+
+-- coroutine -> the context (request or timer) that owns it, for
+-- isolation.lua's coroutine.resume: no request resumes another's.  Weak
+-- both ways: LuaJIT has no ephemerons, so a weak key whose value (the
+-- request) holds it (r.co) would never be collected.
+local owners = setmetatable({}, { __mode = "kv" })
 
 -- Hooks for the Lua layers the engine loads after this file (mk.lua,
 -- cgi.lua): the request internals they need, never reachable from a
@@ -1945,6 +2020,8 @@ local extensions = {
         r.nout = nout
     end,
     cgi_marked = setmetatable({}, { __mode = "k" }), -- factories of "#!lua" files
+    env_mt = env_mt, -- isolation.lua
+    owners = owners, -- isolation.lua
     cgi_wrap = function(r, fn) return fn end,
     is_cgi_shebang = function(line) return false end,
 }
@@ -2031,52 +2108,66 @@ local function step(r, ok, first, cmd, arg)
         if not ok then
             return fail(r, first)
         end
-        if co_status(r.co) == "dead" then
-            r.dead = true
-            return finish(r)
-        end
-        if first == IO then
+        if first == IO then -- (never what a script returns: IO is private)
             if cmd == "exit" then
                 r.dead = true
                 return finish_exit(r, arg)
             end
             return cmd, arg, nil
         end
+        if co_status(r.co) == "dead" then
+            r.dead = true
+            return finish(r)
+        end
         -- a bare coroutine.yield() in the request itself: let others run
         return "sleep", 0, nil
     end
 end
 
-local function new_request(params, now)
+local function new_request(head, now)
     local env = setmetatable({}, env_mt)
     env._G = env
-    local method
-    for i = 1, #params, 2 do
-        if params[i] == "REQUEST_METHOD" then
-            method = params[i + 1]
-            break
-        end
-    end
     return {
-        params = params,
+        -- params: fetched when first needed (params_of)
         env = env,
         status = 0,
-        hkeys = {},
-        hvals = {},
+        hkeys = NO_HEADERS,
+        hvals = NO_HEADERS,
         out = {},
         nout = 0,
         header_sent = false,
         emitted = false,
         eof = false,
-        head = method == "HEAD",
+        head = head,
         start_time = floor(now * 1000) / 1000,
     }
 end
 
--- Python: r, cmd, arg = start(factory, params, now, cgi)
-local function start(factory, params, now, cgi)
+-- A request's end, as start and drive hand it to Python: its sockets
+-- and semaphore waits are let go of here, so that Python need not cross
+-- over to look for them (it still does after a failure or a kill).
+local function ended(r, cmd, arg, extra)
+    if cmd == "done" then
+        if r.cosocket_owner then
+            extensions.close_sockets(r)
+        end
+        if r.parked then
+            extensions.release_parked(r)
+        end
+    end
+    return cmd, arg, extra
+end
+
+-- Python: r, cmd, arg, extra = start(factory, now, cgi, head, guard_kb);
+-- r is false when cmd is "done" (Python needs no handle on a request that
+-- is over); nil, "memory" (and nothing started) when the VM holds more
+-- than guard_kb (lua_memory_limit's share where a request may not start).
+local function start(factory, now, cgi, head, guard_kb)
+    if guard_kb > 0 and collectgarbage("count") > guard_kb then
+        return nil, "memory", nil, nil
+    end
     now_cache = now
-    local r = new_request(params, now)
+    local r = new_request(head, now)
     local fn
     if setfenv then
         fn = factory()
@@ -2087,10 +2178,16 @@ local function start(factory, params, now, cgi)
     if cgi or extensions.cgi_marked[factory] then
         fn = extensions.cgi_wrap(r, fn) -- cgi.lua: os/io/print for this env only
     end
-    r.co = co_create(fn)
+    local co = co_create(fn)
+    r.co = co
+    owners[co] = r
     cur = r
     cur_ctx = r
-    return r, step(r, co_resume(r.co))
+    local cmd, arg, extra = ended(r, step(r, co_resume(r.co)))
+    if cmd == "done" then
+        return false, cmd, arg, extra
+    end
+    return r, cmd, arg, extra
 end
 
 -- Before resuming a coroutine of the context `ctx` (a request or a timer).
@@ -2107,7 +2204,7 @@ end
 -- Python: cmd, arg = drive(r, now, value), r a request or a timer context
 local function drive(r, now, value)
     enter(r, now)
-    return step(r, co_resume(r.co, value))
+    return ended(r, step(r, co_resume(r.co, value)))
 end
 
 -- The response for an error inside the script, when headers are not out.
@@ -2165,6 +2262,10 @@ extensions.finish = finish
 extensions.finish_exit = finish_exit
 extensions.fail = fail
 extensions.resume = co_resume -- the raw one: coroutine.resume passes I/O yields up
+extensions.params = params_of -- for cgi.lua
+-- filled in by socket.lua and thread.lua: what a request that ended let go of
+extensions.close_sockets = function(r) end
+extensions.release_parked = function(r) end
 
 return {
     compile = compile,

@@ -42,6 +42,7 @@ local IO = ext.IO
 local current = ext.context -- the request, or the timer, a socket belongs to
 
 local py_new_owner = C.new_owner
+local py_release_owner = C.release_owner
 local py_connect = C.connect
 local py_connect_result = C.connect_result
 local py_send = C.send
@@ -105,6 +106,15 @@ local function owner_of(r)
         r.cosocket_owner = owner
     end
     return owner
+end
+
+-- ngx.lua, when a request (or a timer) ends: close what it left open.
+ext.close_sockets = function(r)
+    local owner = r.cosocket_owner
+    if owner then
+        r.cosocket_owner = nil
+        py_release_owner(owner)
+    end
 end
 
 -- Hand `obj` to the driver until its operation completes.

@@ -674,6 +674,9 @@ local function release(ctx)
     end
 end
 
+-- ngx.lua's driver calls it when a context ends (so Python need not)
+ext.release_parked = release
+
 return {
     drive_thread = drive_thread,
     client_abort = client_abort,

@@ -31,7 +31,8 @@ from .tools import (
     need,
 )
 
-SERVICES = {"fcgi-lua", "nginx", "monkey", "redis"}
+SERVICES = {"fcgi-lua", "fcgi-lua-monkey", "nginx", "monkey", "redis"}
+FCGI_LUA_SERVICES = ("fcgi-lua", "fcgi-lua-monkey")
 DOC_ROOT = "/srv/www"
 # Bind mounts of a directory; every other one mounts a file.
 DIRECTORY_MOUNTS = {DOC_ROOT, "/etc/monkey"}
@@ -105,50 +106,79 @@ def test_every_service_has_a_health_check(compose: dict[str, Any]) -> None:
 def test_start_order_waits_for_health(compose: dict[str, Any]) -> None:
     healthy = {"condition": "service_healthy"}
     assert service(compose, "nginx")["depends_on"] == {"fcgi-lua": healthy}
-    assert service(compose, "monkey")["depends_on"] == {"fcgi-lua": healthy}
-    assert service(compose, "fcgi-lua")["depends_on"] == {"redis": healthy}
+    assert service(compose, "monkey")["depends_on"] == {"fcgi-lua-monkey": healthy}
+    for name in FCGI_LUA_SERVICES:
+        assert service(compose, name)["depends_on"] == {"redis": healthy}
 
 
 def test_images(compose: dict[str, Any]) -> None:
-    assert service(compose, "fcgi-lua")["build"] == "."
+    for name in FCGI_LUA_SERVICES:
+        assert service(compose, name)["build"] == "."
+        assert service(compose, name)["image"] == "fcgi-lua:local"
     assert re.fullmatch(r"nginx:[\w.-]+", service(compose, "nginx")["image"])
     assert re.fullmatch(r"redis:[\w.-]+", service(compose, "redis")["image"])
     build = service(compose, "monkey")["build"]
     assert (REPO / build["context"] / build["dockerfile"]).resolve() == MONKEY_DOCKERFILE
 
 
-def test_the_socket_volume_is_shared_at_the_shipped_path(compose: dict[str, Any]) -> None:
-    socket_dir = str(Path(SHIPPED_SOCKET).parent)
-    volume = mounts(service(compose, "fcgi-lua"))[socket_dir]
-    assert volume in compose["volumes"]
-    assert mounts(service(compose, "nginx"))[socket_dir] == volume
-    # fcgi-lua listens there, and the health check asks there.
+def test_nginx_reaches_every_fcgi_lua_replica_over_tcp(compose: dict[str, Any]) -> None:
+    # `docker compose up --scale fcgi-lua=3`: nginx's upstream names the
+    # service, which compose's DNS resolves to every replica; nothing in the
+    # service may be one per host (a published port, a container name, a
+    # socket on a shared volume).
     fcgi = service(compose, "fcgi-lua")
-    assert f"unix:{SHIPPED_SOCKET}" in fcgi["command"]
-    assert f"unix:{SHIPPED_SOCKET}" in fcgi["healthcheck"]["test"]
-    # nginx's upstream is nginx/fcgi-lua-upstream.conf, mounted verbatim.
+    listens = [fcgi["command"][i + 1] for i, w in enumerate(fcgi["command"]) if w == "--listen"]
+    assert listens == ["0.0.0.0:9000"]
+    assert fcgi["healthcheck"]["test"][-2:] == ["127.0.0.1:9000", "/fcgi-ping"]
+    assert "ports" not in fcgi and "container_name" not in fcgi
+    assert all(bind_source(m.split(":")[0]) for m in fcgi["volumes"]), "named volumes"
     upstream = mounts(service(compose, "nginx"))["/etc/nginx/fcgi-lua-upstream.conf"]
-    assert bind_source(upstream) == REPO / "nginx" / "fcgi-lua-upstream.conf"
+    assert bind_source(upstream) == DEPLOY / "docker" / "fcgi-lua-upstream.conf"
+    text = (DEPLOY / "docker" / "fcgi-lua-upstream.conf").read_text()
+    assert re.search(r"^\s*server fcgi-lua:9000[ ;]", text, re.M)
+    assert re.search(r"^fastcgi_next_upstream error timeout;$", text, re.M)
+    # The keepalive settings of nginx/'s upstream, unchanged.
     shipped = (REPO / "nginx" / "fcgi-lua-upstream.conf").read_text()
-    assert f"server unix:{SHIPPED_SOCKET};" in shipped
+    for directive in re.findall(r"^\s*(keepalive\w* [^;]+;)", shipped, re.M):
+        assert directive in text
+
+
+def test_docker_compose_scales_fcgi_lua() -> None:
+    # What `--scale fcgi-lua=3` asks of the file: compose 1.29 checks it
+    # with `config` as well (a published host port or a container_name
+    # would be refused at `up`).
+    docker_compose = need("docker-compose", "apt-get install docker-compose")
+    result = subprocess.run(
+        [docker_compose, "-f", str(COMPOSE_FILE), "config"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    resolved = yaml.safe_load(result.stdout)["services"]
+    assert "ports" not in resolved["fcgi-lua"]
+    assert "container_name" not in resolved["fcgi-lua"]
+    assert "replicas" not in resolved["fcgi-lua"].get("deploy", {})
 
 
 def test_examples_are_the_document_root_everywhere(compose: dict[str, Any]) -> None:
-    for name in ("fcgi-lua", "nginx", "monkey"):
+    for name in (*FCGI_LUA_SERVICES, "nginx", "monkey"):
         source = mounts(service(compose, name))[DOC_ROOT]
         assert bind_source(source) == REPO / "examples", name
-    fcgi = service(compose, "fcgi-lua")["command"]
-    assert fcgi[fcgi.index("--root") + 1] == DOC_ROOT
+    for name in FCGI_LUA_SERVICES:
+        fcgi = service(compose, name)["command"]
+        assert fcgi[fcgi.index("--root") + 1] == DOC_ROOT
     listen = (DEPLOY / "docker" / "fcgi-lua-listen.conf").read_text()
     assert re.search(rf"^root {DOC_ROOT};$", listen, re.M)
     assert re.search(r"^listen 8080;$", listen, re.M)
 
 
 def test_fcgi_lua_runs_the_stack_config(compose: dict[str, Any]) -> None:
-    fcgi = service(compose, "fcgi-lua")
-    config = fcgi["command"][fcgi["command"].index("--config") + 1]
-    assert bind_source(mounts(fcgi)[config]) == DEPLOY / "fcgi-lua.toml"
-    assert fcgi["environment"]["REDIS_HOST"] == "redis"
+    for name in FCGI_LUA_SERVICES:
+        fcgi = service(compose, name)
+        config = fcgi["command"][fcgi["command"].index("--config") + 1]
+        assert bind_source(mounts(fcgi)[config]) == DEPLOY / "fcgi-lua.toml"
+        assert fcgi["environment"]["REDIS_HOST"] == "redis"
 
 
 def test_ports(compose: dict[str, Any]) -> None:
@@ -156,10 +186,10 @@ def test_ports(compose: dict[str, Any]) -> None:
     # Monkey shares fcgi-lua's network namespace (its fastcgi.conf says
     # 127.0.0.1:9000), so fcgi-lua's service publishes Monkey's port.
     monkey = service(compose, "monkey")
-    assert monkey["network_mode"] == "service:fcgi-lua"
+    assert monkey["network_mode"] == "service:fcgi-lua-monkey"
     assert "ports" not in monkey
-    fcgi = service(compose, "fcgi-lua")
-    assert "2001:2001" in fcgi["ports"]
+    fcgi = service(compose, "fcgi-lua-monkey")
+    assert fcgi["ports"] == ["2001:2001"]
     assert "127.0.0.1:9000" in fcgi["command"]
 
 
@@ -184,7 +214,7 @@ def test_monkey_conf_points_where_compose_puts_fcgi_lua(compose: dict[str, Any])
     fastcgi = (conf / "plugins" / "fastcgi" / "fastcgi.conf").read_text()
     active = re.findall(r"^\s*(ServerAddr|ServerPath)\s+(\S+)", fastcgi, re.M)
     assert len(active) == 1, active
-    fcgi = service(compose, "fcgi-lua")["command"]
+    fcgi = service(compose, "fcgi-lua-monkey")["command"]
     listens = [fcgi[i + 1] for i, word in enumerate(fcgi) if word == "--listen"]
     kind, where = active[0]
     if kind == "ServerAddr":
@@ -243,7 +273,8 @@ def test_nginx_container_config_passes_nginx_t(compose: dict[str, Any], tmp_path
         if target.startswith("/etc/nginx/"):
             path = bind_source(source)
             assert path is not None
-            shutil.copy(path, etc / target.removeprefix("/etc/nginx/"))
+            text = path.read_text().replace("server fcgi-lua:9000", "server 127.0.0.1:9000")
+            (etc / target.removeprefix("/etc/nginx/")).write_text(text)
     included = {p.name for p in etc.rglob("*") if p.is_file()}
     assert {"default.conf", "fcgi-lua-listen.conf", "fcgi-lua-upstream.conf"} <= included
     assert (etc / "conf.d" / "default.conf").read_bytes() == (
@@ -262,7 +293,7 @@ def test_nginx_container_config_passes_nginx_t(compose: dict[str, Any], tmp_path
         text=True,
         check=True,
     ).stdout
-    assert f"server unix:{SHIPPED_SOCKET};" in dump
+    assert "server 127.0.0.1:9000 max_fails=1" in dump
     assert "fastcgi_pass fcgi_lua;" in dump
 
 

@@ -540,7 +540,7 @@ def test_100_sequential_requests_on_one_keepalive_connection(monkey: MonkeyStack
     # TCP only: over a Unix socket Monkey 1.6 may take the next request on a
     # keep-alive connection before it has seen fcgi-lua's EOF, and then
     # drops (or crashes); over TCP fcgi-lua's last record and FIN arrive
-    # together (server._send_with_fin), which this test holds to.
+    # together (quirks.send_with_fin), which this test holds to.
     port = int(monkey.urls["tcp"].rsplit(":", 1)[1])
     failures = []
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)

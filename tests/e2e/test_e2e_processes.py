@@ -328,7 +328,7 @@ def test_sighup_under_load_loses_nothing_and_replaces_every_worker(pool: Pool, m
     # connection under nginx's next request would show as a 502 here.
     before = pool.workers()
     # The old workers keep serving nginx's kept-alive connections while
-    # they are busy (server.py, DRAIN_IDLE_SECONDS) until nginx retires
+    # they are busy (protocol.py, DRAIN_IDLE_SECONDS) until nginx retires
     # them (keepalive_time 5s, counted from wrk's start): wrk runs past
     # that, so the new generation serves too.
     load = pool.wrk(8, method)

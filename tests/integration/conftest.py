@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import uvloop
 
-from fcgi_lua.cli import make_engine
 from fcgi_lua.config import load
 from fcgi_lua.server import Server
+from fcgi_lua.worker import make_engine
 
 SCRIPTS = {
     "hello.lua": 'ngx.say("hello from ", ngx.var.request_method)',

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import uvloop
 
-from fcgi_lua.cli import make_engine
 from fcgi_lua.config import load
 from fcgi_lua.server import Server
+from fcgi_lua.worker import make_engine
 from tests.integration.conftest import free_port
 from tests.integration.fcgi_client import get
 

@@ -30,7 +30,7 @@ from flup.server.fcgi_base import (
     encode_pair,
 )
 
-from fcgi_lua.server import bind_unix
+from fcgi_lua.listeners import bind_unix
 from tests.integration.conftest import Responder
 from tests.integration.fcgi_client import begin, params, read_until_ended, send
 
@@ -311,3 +311,53 @@ def test_late_stdin_after_our_close_does_not_reset_the_response(responder: Respo
         out, _ = read_until_ended(sock, {1})
         assert out[1].endswith(b"x" * 200000)
         assert sock.recv(10) == b""  # then an orderly close
+
+
+def _server_side(responder: Responder, sock: socket.socket) -> list[object]:
+    """The server's connections whose peer is ``sock`` (open or lingering)."""
+    host, port = sock.getsockname()[:2]
+    return [conn for conn in list(responder.server.connections) if conn.peer == f"{host}:{port}"]
+
+
+def test_a_connection_whose_input_all_came_closes_at_once(responder: Responder) -> None:
+    """nginx without fastcgi_keep_conn: once the request's STDIN ended
+    nothing more can come, so the connection closes right after
+    END_REQUEST (its FIN with it) instead of lingering for the peer's EOF
+    (a read and a timer per connection), even while the peer holds its
+    side open."""
+    with connect(responder) as sock:
+        # The whole request in one segment, as nginx writes it: the empty
+        # STDIN is read before the answer is done.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+        begin(sock, 1, keep_conn=False)
+        params(sock, 1, script_params(responder, "hello.lua", ""))  # then the empty STDIN
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+        out, _ = read_until_ended(sock, {1})
+        assert out[1].endswith(b"hello from GET\n")
+        assert sock.recv(10) == b""  # our FIN came with the answer
+        deadline = time.monotonic() + 0.5
+        while _server_side(responder, sock) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _server_side(responder, sock) == []  # closed, not lingering (2 s)
+
+
+def test_a_connection_whose_input_may_go_on_still_lingers(responder: Responder) -> None:
+    """A request answered before its STDIN ended (here: none sent yet, as
+    with Monkey's bodyless requests or libfcgi's late empty STDIN): bytes
+    may still come, and closing would reset the connection, so it lingers."""
+    with connect(responder) as sock:
+        begin(sock, 1, keep_conn=False)
+        pairs = script_params(responder, "hello.lua", "").items()
+        send(sock, FCGI_PARAMS, 1, b"".join(encode_pair(k.encode(), v.encode()) for k, v in pairs))
+        send(sock, FCGI_PARAMS, 1)  # and no STDIN (yet)
+        out, _ = read_until_ended(sock, {1})
+        assert out[1].endswith(b"hello from GET\n")
+        assert sock.recv(10) == b""  # the FIN: our side is done
+        time.sleep(0.3)
+        assert len(_server_side(responder, sock)) == 1  # lingering for our EOF
+        send(sock, FCGI_STDIN, 1)  # late, and dropped
+        sock.shutdown(socket.SHUT_WR)
+        deadline = time.monotonic() + 1.0
+        while _server_side(responder, sock) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _server_side(responder, sock) == []  # our EOF ended the linger

@@ -14,7 +14,8 @@ import pytest
 from fcgi_lua.config import load
 from fcgi_lua.fastcgi import Connection
 from fcgi_lua.lua import LuaEngine
-from fcgi_lua.server import FastCGIProtocol, Server
+from fcgi_lua.protocol import FastCGIProtocol
+from fcgi_lua.server import Server
 
 from .test_fastcgi_helpers import ExplodingLimits
 

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import os
+import re
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from fcgi_lua.config import (
+    OPTIONS,
     Config,
     ConfigError,
+    coerce,
     default_workers,
     load,
     parse_listen,
     parse_size,
 )
+from fcgi_lua.lua import DEFAULT_RUNTIME
 
 
 def write(tmp_path: Path, text: str) -> str:
@@ -141,7 +146,32 @@ def test_parse_size() -> None:
         parse_size("lots")
 
 
+DOCUMENTED_DEFAULT = re.compile(r"^\| `([a-z_]+)` \| ([^|]*) \|", re.M)
+
+
 def test_every_option_has_a_documented_default() -> None:
+    # The default column says what Config holds: written in TOML (or as a
+    # size like 256m), checked value by value, so that a changed default
+    # cannot leave the reference behind.
     docs = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
+    documented = dict(DOCUMENTED_DEFAULT.findall(docs))
+    defaults = Config()
     for name in Config.__dataclass_fields__:
-        assert f"`{name}`" in docs, f"docs/configuration.md does not document {name}"
+        assert name in documented, f"docs/configuration.md does not document {name}"
+        column = documented[name]
+        if name == "root":
+            assert "required" in column
+            continue
+        if name == "workers":
+            assert "CPU" in column
+            continue
+        token = re.match(r"`([^`]*)`", column)
+        assert token, f"{name}: default column {column!r} has no `value`"
+        try:
+            value = tomllib.loads(f"v = {token[1]}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = token[1]  # a bare size (256m) or name (luajit21)
+        expected = getattr(defaults, name) or (
+            DEFAULT_RUNTIME if name == "lua_runtime" else getattr(defaults, name)
+        )
+        assert coerce(OPTIONS[name], value, "docs") == expected, f"{name}: docs say {column}"

@@ -580,10 +580,32 @@ end
     assert go(main()) == (2, 2)
 
 
+def test_a_request_that_never_waits_closes_its_pooled_socket(
+    engine: LuaEngine, tmp_path: Path
+) -> None:
+    # The second request takes the pooled connection (no wait) and ends in
+    # its first resume: the driver, not Python, lets go of the socket then.
+    src = """
+local sock = assert(ngx.socket.connect("127.0.0.1", tonumber(ngx.var.arg_port)))
+ngx.say(sock:getreusedtimes())
+if ngx.var.arg_pool then
+    assert(sock:setkeepalive())
+end
+"""
+
+    async def main() -> tuple[str, str, int, int]:
+        async with Peer(echo_lines) as peer:
+            first = await run(engine, tmp_path, src, f"port={peer.port}&pool=1")
+            second = await run(engine, tmp_path, src, f"port={peer.port}")
+            await asyncio.sleep(0.05)
+            return first, second, peer.accepted, peer.closed
+
+    assert go(main()) == ("0\n", "1\n", 1, 1)
+
+
 def test_socket_of_another_request(engine: LuaEngine, tmp_path: Path) -> None:
     src = """
-local stash = package.loaded.stash or {}
-package.loaded.stash = stash
+local stash = package.loaded.stash -- set up by the test: requests share it
 if ngx.var.arg_hold then
     stash.sock = assert(ngx.socket.connect("127.0.0.1", tonumber(ngx.var.arg_port)))
     ngx.sleep(0.1)
@@ -593,6 +615,8 @@ else
     ngx.say(ok, " ", err)
 end
 """
+
+    engine._lua.execute(b"package.loaded.stash = {}")
 
     async def main() -> list[str]:
         async with Peer(echo_lines) as peer:

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fcgi_lua import deadlines
-from fcgi_lua.deadlines import Deadlines
+from fcgi_lua.deadlines import Deadlines, Expiries
 
 
 def run(coro: Any) -> Any:
@@ -151,3 +151,72 @@ def test_one_heap_per_running_loop() -> None:
         return deadlines.current()
 
     assert run(main()) is not run(main())
+
+
+def test_expiries_fire_after_their_delay_in_order_unless_discarded() -> None:
+    async def main() -> tuple[list[tuple[str, float]], int]:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        fired: list[tuple[str, float]] = []
+        expiries = Expiries(loop, 0.05, lambda n: fired.append((n, loop.time() - start)))
+        expiries.add("a", "a")
+        await asyncio.sleep(0.01)
+        expiries.add("b", "b")
+        expiries.add("c", "c")
+        expiries.discard("a")  # the armed one: its timer finds nothing due
+        expiries.discard("c")
+        expiries.discard("never added")
+        await asyncio.sleep(0.02)
+        expiries.add("d", "d")
+        await asyncio.sleep(0.1)
+        return fired, len(expiries)
+
+    fired, left = run(main())
+    assert [name for name, _ in fired] == ["b", "d"]
+    assert fired[0][1] >= 0.06 - 0.002 and fired[1][1] >= 0.08 - 0.002
+    assert left == 0
+
+
+def test_expiries_report_a_failing_callback_and_go_on() -> None:
+    async def main() -> tuple[list[int], list[str]]:
+        loop = asyncio.get_running_loop()
+        errors: list[str] = []
+        loop.set_exception_handler(lambda _, ctx: errors.append(ctx["message"]))
+        fired: list[int] = []
+
+        def callback(n: int) -> None:
+            fired.append(n)
+            if n == 1:
+                raise RuntimeError("boom")
+
+        expiries = Expiries(loop, 0.01, callback)
+        for n in range(3):
+            expiries.add(n, n)
+        await asyncio.sleep(0.05)
+        return fired, errors
+
+    fired, errors = run(main())
+    assert fired == [0, 1, 2]
+    assert len(errors) == 1 and "expiry callback" in errors[0]
+
+
+def test_a_cancelled_deadline_lets_go_of_its_callback() -> None:
+    # Cancelled entries wait in the heap until they would have fired: a
+    # bound method kept there would keep its object (a connection) alive.
+    import gc
+    import weakref
+
+    class Conn:
+        def timed_out(self) -> None:
+            raise AssertionError("cancelled")
+
+    async def main() -> bool:
+        heap = Deadlines()
+        conn = Conn()
+        ref = weakref.ref(conn)
+        heap.call_later(60, conn.timed_out).cancel()
+        del conn
+        gc.collect()
+        return ref() is None
+
+    assert run(main())

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from fcgi_lua import cli
+from fcgi_lua import worker
 from fcgi_lua.config import ConfigError, load
 from fcgi_lua.lua import RUNTIMES, LuaEngine, LuaInitError
 from fcgi_lua.shdict import SharedDicts, prepare
@@ -418,7 +418,7 @@ def test_make_engine_runs_both_scripts(tmp_path: Path) -> None:
     )
 
     async def main() -> Any:
-        engine = cli.make_engine(config)
+        engine = worker.make_engine(config)
         return list(engine._lua.globals().ORDER.values())
 
     assert asyncio.run(main()) == [b"init", b"init_worker"]

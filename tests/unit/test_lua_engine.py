@@ -105,6 +105,29 @@ ngx.say(helper())
     assert asyncio.run(main()) == [b"one\n", b"two\n"]
 
 
+def test_params_first_read_after_a_wait_are_the_requests_own(tmp_path: Path) -> None:
+    # The params reach Lua when a script first reads one, which may be in a
+    # later resume (or a light thread's), after other requests have run.
+    slow = write_script(tmp_path, "ngx.sleep(0.05) ngx.say(ngx.var.arg_s)", "slow.lua")
+    fast = write_script(
+        tmp_path,
+        "local t = ngx.thread.spawn(function() ngx.sleep(0.01) return ngx.var.arg_s end)\n"
+        "ngx.say(select(2, ngx.thread.wait(t)), ' ', ngx.req.get_method())",
+        "fast.lua",
+    )
+    engine = LuaEngine()
+
+    async def main() -> list[bytes]:
+        sinks = [MemorySink(), MemorySink()]
+        await asyncio.gather(
+            engine.run(FakeRequest(slow, make_params(query=b"s=slow")), sinks[0]),
+            engine.run(FakeRequest(fast, make_params(query=b"s=fast")), sinks[1]),
+        )
+        return [parse(s.chunks).body for s in sinks]
+
+    assert asyncio.run(main()) == [b"slow\n", b"fast GET\n"]
+
+
 def test_sleeps_interleave(tmp_path: Path) -> None:
     engine = LuaEngine()
     order: list[str] = []

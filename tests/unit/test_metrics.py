@@ -117,6 +117,7 @@ def test_status_json_has_php_fpm_fields(recorder: metrics.Recorder) -> None:
     assert data["shared dicts"] == {"cache": {"used": 100, "capacity": 1000}}
     (process,) = data["processes"]
     assert process["requests"] == 7 and process["lua memory"] == 4096
+    assert 1024 * 1024 < process["rss"] < 4 * 1024**3  # this process's, from /proc
     assert process["state"] == "Running"
 
 

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from fcgi_lua.config import load
-from fcgi_lua.http import without_content_length
 from fcgi_lua.lua import LuaEngine
-from fcgi_lua.request import from_monkey, monkey_params
-from fcgi_lua.server import FastCGIProtocol, Server, _send_with_fin
+from fcgi_lua.protocol import FastCGIProtocol
+from fcgi_lua.quirks import from_monkey, monkey_params, send_with_fin, without_content_length
+from fcgi_lua.server import Server
 
 # -- the pure parts ---------------------------------------------------------
 
@@ -248,10 +248,10 @@ def test_repeated_headers_arrive_as_a_table(tmp_path: Path) -> None:
     assert serve(tmp_path, source, params).endswith(b"\r\n\r\n1|2\n")
 
 
-# -- the last record and the FIN leave together (server._send_with_fin) ------
+# -- the last record and the FIN leave together (quirks.send_with_fin) -------
 
 
-def _send_with_fin_over(family: int) -> tuple[bool, bytes]:
+def send_with_fin_over(family: int) -> tuple[bool, bytes]:
     if family == socket.AF_UNIX:
         ours, peer = socket.socketpair()
     else:
@@ -262,7 +262,7 @@ def _send_with_fin_over(family: int) -> tuple[bool, bytes]:
     async def scenario() -> bool:
         loop = asyncio.get_running_loop()
         transport, _ = await loop.connect_accepted_socket(asyncio.Protocol, ours)
-        done = _send_with_fin(transport, b"END_REQUEST")  # type: ignore[arg-type]
+        done = send_with_fin(transport, b"END_REQUEST")  # type: ignore[arg-type]
         transport.close()
         return done
 
@@ -278,11 +278,11 @@ def _send_with_fin_over(family: int) -> tuple[bool, bytes]:
 
 
 def test_last_bytes_and_fin_leave_together_over_tcp() -> None:
-    assert _send_with_fin_over(socket.AF_INET) == (True, b"END_REQUEST")
+    assert send_with_fin_over(socket.AF_INET) == (True, b"END_REQUEST")
 
 
 def test_last_bytes_and_fin_leave_together_over_a_unix_socket() -> None:
-    assert _send_with_fin_over(socket.AF_UNIX) == (True, b"END_REQUEST")
+    assert send_with_fin_over(socket.AF_UNIX) == (True, b"END_REQUEST")
 
 
 def monkey_param_record(name: bytes, value: bytes) -> bytes:

@@ -88,3 +88,16 @@ def test_bad_length() -> None:
     assert isinstance(make(b"abc").body_error, BadBody)
     assert isinstance(make(b"-2").body_error, BadBody)  # "-1" is Caddy's "unknown"
     assert make(b"abc").body_error.status == 400  # type: ignore[union-attr]
+
+
+def test_method_and_length_are_the_first_given() -> None:
+    params = [
+        (b"REQUEST_METHOD", b"HEAD"),
+        (b"CONTENT_LENGTH", b"3"),
+        (b"REQUEST_METHOD", b"GET"),
+        (b"CONTENT_LENGTH", b"5"),
+    ]
+    request = Request(params)
+    assert request.method == b"HEAD"
+    assert request.body.expected == 3
+    assert Request([]).method == b""

@@ -1,5 +1,5 @@
 """An aborted request is freed at once, not at the next full collection:
-the worker's GC settings (cli.py) make full collections rare, and each
+the worker's GC settings (worker.py) make full collections rare, and each
 request left in a reference cycle keeps its Lua coroutine alive."""
 
 from __future__ import annotations

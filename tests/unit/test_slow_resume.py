@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from fcgi_lua import config as config_module
-from fcgi_lua.cli import make_engine
 from fcgi_lua.lua.engine import DEFAULT_SLOW_RESUME_WARNING
+from fcgi_lua.worker import make_engine
 from tests.unit.test_lua_support import run_script
 
 BUSY_LOOP = """

@@ -192,11 +192,12 @@ def test_argument_errors(tmp_path: Path, call: str, message: str) -> None:
 
 def test_a_thread_of_another_request(tmp_path: Path) -> None:
     engine = LuaEngine()
+    engine._lua.execute(b"package.loaded.stash = {}")  # a table requests share
     first = """
-    package.loaded.shared_thread = ngx.thread.spawn(function() end)
+    package.loaded.stash.thread = ngx.thread.spawn(function() end)
     """
     second = """
-    ngx.say(select(2, pcall(ngx.thread.wait, package.loaded.shared_thread)))
+    ngx.say(select(2, pcall(ngx.thread.wait, package.loaded.stash.thread)))
     """
 
     async def main() -> Response:

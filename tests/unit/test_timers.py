@@ -143,6 +143,63 @@ def test_too_many_running_timers_drops_the_callback(
     )
 
 
+def test_300_timers_expiring_in_one_tick_all_run(tmp_path: Path) -> None:
+    # OpenResty runs all 300 (measured: content_by_lua, nginx 1.22 +
+    # libnginx-mod-http-lua): none of them waits, so none counts against
+    # lua_max_running_timers when the next one starts
+    engine, probe = engine_with_probe()
+    source = """
+    local probe = package.loaded.probe
+    local function f() probe.n = (probe.n or 0) + 1 end
+    local accepted = 0
+    for i = 1, 300 do if ngx.timer.at(0, f) then accepted = accepted + 1 end end
+    ngx.say(accepted)
+    """
+    assert run(engine, tmp_path, source).body == b"300\n"
+    assert probe.n == 300
+
+
+def test_the_running_limit_counts_timers_that_wait(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # OpenResty, 300 zero-delay timers that sleep: 256 start, 44 alerts
+    # "256 lua_max_running_timers are not enough"; with a limit of 2 here,
+    # two waiting timers fill it, and one that never waits still runs
+    engine, probe = engine_with_probe(max_running_timers=2)
+    source = """
+    local probe = package.loaded.probe
+    local function count(name) probe[name] = (probe[name] or 0) + 1 end
+    for i = 1, 3 do ngx.timer.at(0, function() count("quick") end) end
+    for i = 1, 3 do ngx.timer.at(0, function() count("slow") ngx.sleep(0.02) end) end
+    """
+    with caplog.at_level(logging.CRITICAL, "fcgi_lua.lua"):
+        run(engine, tmp_path, source, then=0.1)
+    assert (probe.quick, probe.slow) == (3, 2)
+    dropped = [r for r in caplog.records if "lua_max_running_timers" in r.getMessage()]
+    assert len(dropped) == 1
+
+
+def test_shutdown_runs_every_pending_timer(tmp_path: Path) -> None:
+    # OpenResty, at worker exit: 300 pending timers that do not wait all
+    # run with premature = true
+    engine, probe = engine_with_probe()
+    source = """
+    local probe = package.loaded.probe
+    for i = 1, 300 do
+        ngx.timer.at(60, function(premature)
+            if premature then probe.n = (probe.n or 0) + 1 end
+        end)
+    end
+    """
+
+    async def main() -> None:
+        await serve(engine, tmp_path, source)
+        await engine.shutdown(1.0)
+
+    asyncio.run(main())
+    assert probe.n == 300
+
+
 def test_premature_at_shutdown(tmp_path: Path) -> None:
     engine, probe = engine_with_probe()
     source = """

@@ -1,0 +1,129 @@
+"""CPU per request of the Lua engine alone: ``LuaEngine.run`` in a loop.
+
+No FastCGI, no sockets to the client, no server: one worker's engine (made
+from the default config, as ``fcgi-lua serve`` makes it) runs a script of
+bench/ sequentially on uvloop, and the process's CPU time per request is
+printed (best of three runs).  What fcgi_load.py measures minus this is the
+server's share (records, tasks, the write syscall).
+
+    python3 bench/engine_run.py                          # hello.lua
+    python3 bench/engine_run.py --script redis_incr.lua  # starts a redis-server
+    python3 bench/engine_run.py -o max_instructions=0 -o lua_memory_limit=0
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+from fcgi_lua.cli import make_engine
+from fcgi_lua.config import Config, load
+from fcgi_lua.request import Request
+
+BENCH = Path(__file__).resolve().parent
+
+
+class Sink:
+    __slots__ = ("sent",)
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    async def write(self, data: bytes) -> None:
+        self.sent += len(data)
+
+    def stderr(self, data: bytes) -> None:
+        return None
+
+
+def params(script: Path, query: bytes) -> list[tuple[bytes, bytes]]:
+    """What nginx sends with the shipped params (as fcgi_load.py)."""
+    uri = b"/" + script.name.encode()
+    return [
+        (b"SCRIPT_FILENAME", os.fsencode(script)),
+        (b"QUERY_STRING", query),
+        (b"REQUEST_METHOD", b"GET"),
+        (b"CONTENT_TYPE", b""),
+        (b"CONTENT_LENGTH", b""),
+        (b"SCRIPT_NAME", uri),
+        (b"REQUEST_URI", uri + (b"?" + query if query else b"")),
+        (b"DOCUMENT_URI", uri),
+        (b"DOCUMENT_ROOT", os.fsencode(script.parent)),
+        (b"SERVER_PROTOCOL", b"HTTP/1.1"),
+        (b"REQUEST_SCHEME", b"http"),
+        (b"GATEWAY_INTERFACE", b"CGI/1.1"),
+        (b"SERVER_SOFTWARE", b"nginx/1.22.1"),
+        (b"REMOTE_ADDR", b"127.0.0.1"),
+        (b"REMOTE_PORT", b"40000"),
+        (b"SERVER_ADDR", b"127.0.0.1"),
+        (b"SERVER_PORT", b"8080"),
+        (b"SERVER_NAME", b"localhost"),
+        (b"HTTP_HOST", b"127.0.0.1:8080"),
+        (b"HTTP_USER_AGENT", b"engine_run"),
+        (b"HTTP_ACCEPT", b"*/*"),
+    ]
+
+
+async def measure(script: Path, query: bytes, requests: int, overrides: dict[str, Any]) -> None:
+    engine = make_engine(load(None, {"root": str(script.parent), **overrides}))
+    request_params = params(script, query)
+    path = str(script)
+    sink = Sink()
+
+    async def one() -> None:
+        await engine.run(Request(request_params, path), sink)
+
+    for _ in range(min(2000, requests)):  # warm-up: compile, pools, allocator
+        await one()
+    runs = []
+    for _ in range(3):
+        began = time.process_time()
+        for _ in range(requests):
+            await one()
+        runs.append((time.process_time() - began) / requests * 1e6)
+    print(
+        f"{script.name}: engine.run {min(runs):.2f} us CPU per request "
+        f"(runs: {', '.join(f'{r:.2f}' for r in runs)}); {sink.sent} bytes out"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--script", default="hello.lua", help="a script in bench/")
+    parser.add_argument("--requests", type=int, default=20_000)
+    parser.add_argument("-o", dest="options", action="append", default=[], help="KEY=VALUE")
+    args = parser.parse_args()
+    defaults = Config()
+    overrides: dict[str, Any] = {}
+    for option in args.options:
+        key, _, value = option.partition("=")
+        overrides[key] = type(getattr(defaults, key))(value)
+    script = BENCH / args.script
+    query = b"name=bench"
+    redis = None
+    if "redis" in args.script:  # its own redis-server, on a free port
+        import tempfile
+
+        from fcgi_load import free_port, start_redis
+
+        tmp = tempfile.mkdtemp(prefix="engine-run-")
+        port = free_port()
+        redis = start_redis(tmp, port)
+        query = f"port={port}".encode()
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(measure(script, query, args.requests, overrides))
+    finally:
+        if redis is not None:
+            redis.terminate()
+            redis.wait()
+
+
+if __name__ == "__main__":
+    main()
