@@ -450,10 +450,18 @@ local function seal()
     -- Without the sandbox `package` stays the real one, as in OpenResty:
     -- `package.path = dir .. "/?.lua;" .. package.path` and a stash in
     -- package.loaded are common idioms, and require reads the real table
-    -- anyway.  (It also reaches package.loaded.string: isolation without
-    -- the sandbox guards against mistakes, not hostile scripts.)
+    -- anyway.  (Isolation without the sandbox guards against mistakes,
+    -- not hostile scripts: package.loaded's modules are real tables.)
     if not extensions.sandboxed then
         shadow_G.package = G.package
+        -- but require "ngx" (or "string") is the ngx (string) a request
+        -- sees, as in OpenResty (t/004-require.t TEST 7)
+        local loaded = G.package.loaded
+        for name, m in next, loaded do
+            if name ~= "_G" and type(m) == "table" and rawequal(G[name], m) and views[m] then
+                loaded[name] = views[m]
+            end
+        end
     end
     -- a request's global table: its own, falling back to the view; its
     -- metatable is shared by every request, so hidden

@@ -750,9 +750,18 @@ local function etag_matches(list, etag)
     return false
 end
 
+local params_of -- defined with ngx.var below
+
 local function not_modified(r)
+    -- only a response with a validator can be "not modified": the
+    -- request's params are fetched for nothing else here
+    local hvals = r.hvals
+    local lm, etag = hvals["last-modified"], hvals["etag"]
+    if not lm and not etag then
+        return false
+    end
     local ims, inm
-    local params = r.params
+    local params = params_of(r)
     for i = 1, #params, 2 do
         local k = params[i]
         if k == "HTTP_IF_MODIFIED_SINCE" then
@@ -764,16 +773,13 @@ local function not_modified(r)
     if not ims and not inm then
         return false
     end
-    local hvals = r.hvals
     if ims then
-        local lm = hvals["last-modified"]
         local t = lm and ngx.parse_http_time(lm[#lm])
         if not t or ngx.parse_http_time(ims) ~= t then
             return false
         end
     end
     if inm then
-        local etag = hvals["etag"]
         if not etag or not etag_matches(inm, etag[#etag]) then
             return false
         end
@@ -931,7 +937,7 @@ function ngx.flush(wait)
     if r.http10 == nil then
         -- lua_http10_buffering (on by default): an HTTP/1.0 response is
         -- sent whole, with a Content-Length, so ngx.flush is a no-op
-        local params = r.params
+        local params = params_of(r)
         r.http10 = false
         for i = 1, #params, 2 do
             if params[i] == "SERVER_PROTOCOL" then
@@ -1215,7 +1221,7 @@ end
 -- The request's FastCGI params, { name, value, name, value, ... }: asked
 -- of Python (one crossing) the first time the request needs them, so a
 -- script that reads no variable and no header never pays for them.
-local function params_of(r)
+function params_of(r)
     local params = r.params
     if not params then
         params = { py_params() }

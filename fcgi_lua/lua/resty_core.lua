@@ -552,7 +552,9 @@ for name, loader in pairs(ngx_modules) do
 end
 
 -- lua-nginx-module registers the ngx table itself as a module
-preload.ngx = function() return ngx end
+-- (loaded, not preloaded: isolation.lua turns it into the view a request
+-- sees as its ngx)
+package.loaded.ngx = ngx
 
 -- ... and loads resty.core into every VM before any request
 local loaded_core, core_module = pcall(core)

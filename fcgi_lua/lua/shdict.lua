@@ -21,7 +21,8 @@ local error = error
 local select = select
 local rawget = rawget
 local setmetatable = setmetatable
-local getmetatable = getmetatable
+-- the raw one: isolation.lua hides the zones' metatable (__metatable)
+local getmetatable = debug.getmetatable
 
 local py_get = C.get
 local py_get_stale = C.get_stale

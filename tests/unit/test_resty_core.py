@@ -292,6 +292,16 @@ def test_require_ngx_is_the_ngx_table(tmp_path: Path) -> None:
     assert run_script(tmp_path, src).body == b"true true\n"
 
 
+def test_require_of_a_standard_library_is_the_global(tmp_path: Path) -> None:
+    # a request sees read-only views of the shared libraries; require
+    # returns the same view (Lua: package.loaded.string == string)
+    src = (
+        'ngx.say(tostring(require "string" == string), " ",'
+        ' tostring(require "table" == table), " ", tostring(require "ngx.base64" ~= nil))'
+    )
+    assert run_script(tmp_path, src).body == b"true true true\n"
+
+
 def test_resty_core_is_loaded_from_the_start(tmp_path: Path) -> None:
     # t/161-load-resty-core.t TEST 1-3: lua-nginx-module loads resty.core
     # into every VM before any request
