@@ -46,6 +46,7 @@ local co_create = coroutine.create
 local co_resume = coroutine.resume
 local co_yield = coroutine.yield
 local co_status = coroutine.status
+local co_running = coroutine.running
 local co_close = coroutine.close -- 5.4+: frees a dead coroutine's stack
 local collectgarbage = collectgarbage -- the sandbox limits the global one
 local traceback = debug.traceback
@@ -1941,11 +1942,27 @@ setmetatable(ngx, {
 
 -- The user's coroutines pass our I/O yields up to the request's own
 -- coroutine, so ngx.sleep and friends work inside them (as in OpenResty).
-local function pass_up(co, ok, first, ...)
-    if ok and first == IO and co_status(co) == "suspended" then
-        return pass_up(co, co_resume(co, co_yield(IO, ...)))
+-- While one waits, OpenResty's coroutine.status calls it "running" and
+-- the coroutine that resumed it "normal" (thread.lua): io_waiting[co],
+-- passing[resumer] = co.
+local io_waiting = setmetatable({}, { __mode = "k" })
+local passing = setmetatable({}, { __mode = "k" })
+local pass_up
+
+local function passed_down(me, co, ...)
+    passing[me] = nil
+    io_waiting[co] = nil
+    return pass_up(co, co_resume(co, ...))
+end
+
+function pass_up(co, ok, ...)
+    if ok and (...) == IO and co_status(co) == "suspended" then
+        local me = co_running() or false -- 5.1: nil in the main thread
+        passing[me] = co
+        io_waiting[co] = true
+        return passed_down(me, co, co_yield(IO, select(2, ...)))
     end
-    return ok, first, ...
+    return ok, ...
 end
 
 local function user_resume(co, ...)
@@ -2268,6 +2285,8 @@ extensions.finish = finish
 extensions.finish_exit = finish_exit
 extensions.fail = fail
 extensions.resume = co_resume -- the raw one: coroutine.resume passes I/O yields up
+extensions.io_waiting = io_waiting
+extensions.passing = passing
 extensions.params = params_of -- for cgi.lua
 -- filled in by socket.lua and thread.lua: what a request that ended let go of
 extensions.close_sockets = function(r) end

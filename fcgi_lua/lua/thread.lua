@@ -220,6 +220,7 @@ local function settle(ctx, rec, ok, ...)
     end
     -- a bare coroutine.yield(): let others run
     push_op(ctx, rec, "sleep", 0)
+    rec.yielded = true -- "suspended" to coroutine.status, not "running"
     return nil
 end
 
@@ -267,6 +268,7 @@ ext.thread_step = function(ctx, ok, ...)
     local entry = ctx.entry
     ctx.current = entry
     entry.pending = false
+    entry.yielded = nil
     return run(ctx, entry, ok, ...)
 end
 
@@ -279,8 +281,63 @@ local function drive_thread(ctx, now, id, value)
         return result(ctx)
     end
     rec.pending = false
+    rec.yielded = nil
     ctx.current = rec
     return run(ctx, rec, co_resume(rec.co, value))
+end
+
+---------------------------------------------------------------- coroutine.status
+
+-- OpenResty's statuses (ngx_http_lua_coroutine_status): a coroutine that
+-- waits on I/O (a light thread, the entry thread, or a user coroutine
+-- whose yield was passed up) is "running"; one that resumed a coroutine
+-- still waiting is "normal"; a light thread that ended and has not been
+-- waited for is a "zombie"; only a bare coroutine.yield() suspends.
+local io_waiting = ext.io_waiting
+local passing = ext.passing
+
+local function status(co)
+    if type(co) ~= "thread" then
+        error("bad argument #1 to 'status' (coroutine expected)", 2)
+    end
+    local st = co_status(co)
+    local rec = all_threads[co]
+    if rec and rec.state ~= "running" then
+        return rec.state -- zombie, dead (ended, waited for or killed)
+    end
+    if st ~= "suspended" then
+        return st
+    end
+    if passing[co] then
+        return "normal"
+    end
+    if io_waiting[co] then
+        return "running"
+    end
+    if not rec then
+        local ctx = context()
+        rec = ctx and ctx.entry
+        if not rec or rec.co ~= co then
+            return st
+        end
+    end
+    return rec.yielded and "suspended" or "running"
+end
+
+coroutine.status = status
+
+-- ... and OpenResty's coroutine.resume refuses any but a suspended one
+-- with that status ("cannot resume normal coroutine"; LuaJIT says
+-- "running" for both)
+local user_resume = coroutine.resume
+coroutine.resume = function(co, ...)
+    if type(co) == "thread" then
+        local st = status(co)
+        if st ~= "suspended" then
+            return false, "cannot resume " .. st .. " coroutine"
+        end
+    end
+    return user_resume(co, ...)
 end
 
 ---------------------------------------------------------------- ngx.thread

@@ -302,3 +302,58 @@ def test_on_abort_in_a_timer_is_refused(tmp_path: Path) -> None:
 
     asyncio.run(main())
     assert probe[1].endswith(b"API disabled in the current context")
+
+
+# OpenResty's coroutine statuses and resume (lua-nginx-module t/091, t/093,
+# t/098, t/127): a thread waiting on I/O is "running", one that resumed a
+# coroutine still waiting is "normal", an ended thread not yet waited for a
+# "zombie"; resuming a non-suspended coroutine says its status.
+COROUTINE_STATUS = """
+local co, co3
+local function f()
+    co = coroutine.running()
+    ngx.sleep(0.01)
+end
+local function g()
+    co3 = coroutine.running()
+    local co2 = coroutine.create(function() ngx.sleep(0.01) end)
+    coroutine.resume(co2)
+end
+local t1 = ngx.thread.spawn(f)
+ngx.say("waiting: ", coroutine.status(co), " ", coroutine.status(t1))
+local t2 = ngx.thread.spawn(function() end)
+ngx.say("ended: ", coroutine.status(t2))
+ngx.thread.wait(t2)
+ngx.say("waited: ", coroutine.status(t2))
+ngx.thread.spawn(g)
+ngx.say("resumed one that waits: ", coroutine.status(co3))
+ngx.say("killed: ", tostring(ngx.thread.kill(t1)), " ", coroutine.status(t1))
+local t3 = ngx.thread.spawn(function() coroutine.yield() ngx.sleep(0.01) end)
+ngx.say("yielded: ", coroutine.status(t3))
+local c1, c2
+c1 = coroutine.create(function() ngx.say(coroutine.resume(c2)) end)
+c2 = coroutine.create(function()
+    ngx.say(coroutine.resume(c1))
+    ngx.say(coroutine.resume(coroutine.running()))
+end)
+ngx.say(coroutine.resume(c1))
+ngx.say(select("#", coroutine.resume(coroutine.create(function() end))))
+"""
+
+
+def test_coroutine_status_and_resume_as_openresty_reports_them(tmp_path: Path) -> None:
+    resp = run_script(tmp_path, COROUTINE_STATUS)
+    assert resp.status == 200, resp.body
+    assert resp.body == (
+        b"waiting: running running\n"
+        b"ended: zombie\n"
+        b"waited: dead\n"
+        b"resumed one that waits: normal\n"
+        b"killed: 1 dead\n"
+        b"yielded: suspended\n"
+        b"falsecannot resume normal coroutine\n"
+        b"falsecannot resume running coroutine\n"
+        b"true\n"
+        b"true\n"
+        b"1\n"
+    )
