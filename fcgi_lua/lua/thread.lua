@@ -104,6 +104,8 @@ local function ensure_threads(ctx)
     ctx.running = 0         -- light threads not ended yet
     ctx.ops = {}            -- commands for Python: id, cmd, arg, ...
     ctx.nops = 0
+    ctx.nposted = 0         -- of those, threads that let others run first
+    ctx.spawning = 0        -- threads inside ngx.thread.spawn (posted too)
     ctx.ready = {}          -- waiters to resume: { rec, values }
     ctx.current = ctx.current or entry -- the top-level thread being resumed
 end
@@ -214,12 +216,15 @@ local function settle(ctx, rec, ok, ...)
             return finish_exit(ctx, arg)
         elseif cmd == "uthread_wait" then
             return nil -- resumed from ctx.ready when a child ends
+        elseif cmd == "posted" then
+            return nil -- its turn is in ctx.ops already (thread.spawn)
         end
         push_op(ctx, rec, cmd, arg)
         return nil
     end
     -- a bare coroutine.yield(): let others run
     push_op(ctx, rec, "sleep", 0)
+    ctx.nposted = ctx.nposted + 1
     rec.yielded = true -- "suspended" to coroutine.status, not "running"
     return nil
 end
@@ -235,6 +240,7 @@ local function result(ctx)
     local ops, n = ctx.ops, ctx.nops
     ctx.ops = {}
     ctx.nops = 0
+    ctx.nposted = 0
     return "threads", ops, n
 end
 
@@ -368,9 +374,23 @@ function thread.spawn(fn, ...)
     ensure_threads(ctx)
     local rec = new_thread(ctx, fn, co_running())
     local prev = ctx.current
+    -- The new thread runs first, until it waits or ends; the spawner is
+    -- posted (lua-nginx-module's posted threads, run in order): it goes
+    -- on at once unless other threads were posted before it, a bare
+    -- coroutine.yield() or a spawner further up (t/093 TEST 10, 11, 17).
+    local behind = ctx.nposted > 0 or ctx.spawning > 0
+    if behind then
+        push_op(ctx, prev, "sleep", 0)
+        ctx.nposted = ctx.nposted + 1
+    end
     ctx.current = rec
-    -- the new thread runs first, until it waits or ends (as in OpenResty)
-    return first_run(ctx, rec, prev, co_resume(rec.co, ...))
+    ctx.spawning = ctx.spawning + 1
+    local co = first_run(ctx, rec, prev, co_resume(rec.co, ...))
+    ctx.spawning = ctx.spawning - 1
+    if behind then
+        co_yield(IO, "posted")
+    end
+    return co
 end
 
 local function find_thread(ctx, t, i, fname)

@@ -158,6 +158,7 @@ def test_kill(tmp_path: Path) -> None:
     local parent = ngx.thread.spawn(function()
         child = ngx.thread.spawn(function() ngx.sleep(0.01) end)
     end)
+    ngx.sleep(0.001) -- parent is posted behind this thread: let it go on
     ngx.say(ngx.thread.kill(child))
     ngx.say(pcall(ngx.thread.wait, child))
     """
@@ -356,4 +357,43 @@ def test_coroutine_status_and_resume_as_openresty_reports_them(tmp_path: Path) -
         b"true\n"
         b"true\n"
         b"1\n"
+    )
+
+
+# lua-nginx-module's posted threads (t/093 TEST 10, 11, 17): a spawner
+# goes on after the threads posted before it, not at once.
+SPAWN_ORDER = """
+local g
+local function f()
+    ngx.say("before g")
+    ngx.thread.spawn(g)
+    ngx.say("after g")
+end
+function g()
+    ngx.say("hello in g()")
+end
+ngx.say("before f")
+ngx.thread.spawn(f)
+ngx.say("after f")
+ngx.sleep(0.001)
+local function slice(name)
+    return function()
+        for i = 1, 3 do
+            ngx.say(name, " ", i)
+            if i < 3 then coroutine.yield(coroutine.running()) end
+        end
+    end
+end
+ngx.thread.spawn(slice("f"))
+ngx.thread.spawn(slice("g"))
+ngx.say("done")
+"""
+
+
+def test_a_spawner_goes_on_after_the_threads_posted_before_it(tmp_path: Path) -> None:
+    resp = run_script(tmp_path, SPAWN_ORDER)
+    assert resp.status == 200, resp.body
+    assert resp.body == (
+        b"before f\nbefore g\nhello in g()\nafter f\nafter g\n"
+        b"f 1\ng 1\nf 2\ndone\ng 2\nf 3\ng 3\n"
     )
