@@ -394,6 +394,5 @@ def test_a_spawner_goes_on_after_the_threads_posted_before_it(tmp_path: Path) ->
     resp = run_script(tmp_path, SPAWN_ORDER)
     assert resp.status == 200, resp.body
     assert resp.body == (
-        b"before f\nbefore g\nhello in g()\nafter f\nafter g\n"
-        b"f 1\ng 1\nf 2\ndone\ng 2\nf 3\ng 3\n"
+        b"before f\nbefore g\nhello in g()\nafter f\nafter g\nf 1\ng 1\nf 2\ndone\ng 2\nf 3\ng 3\n"
     )
