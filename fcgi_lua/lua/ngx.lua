@@ -1018,7 +1018,9 @@ function ngx.redirect(uri, status)
     if not r then
         no_request()
     end
-    if type(uri) ~= "string" then
+    if type(uri) == "number" then -- luaL_checklstring takes a number
+        uri = tostring(uri)
+    elseif type(uri) ~= "string" then
         error("bad argument #1 to 'redirect' (string expected, got " .. type(uri) .. ")", 2)
     end
     status = status == nil and 302 or tonumber(status)

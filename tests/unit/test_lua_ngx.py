@@ -224,6 +224,18 @@ ngx.redirect("/x")
     )
 
 
+def test_redirect_from_a_thread_with_a_number_uri(tmp_path: Path) -> None:
+    # t/096-uthread-redirect.t TEST 2: luaL_checklstring takes a number
+    src = """
+ngx.thread.spawn(function() ngx.sleep(0.01) ngx.redirect(301) end)
+ngx.sleep(1)
+ngx.say("end")
+"""
+    res = run_script(tmp_path, src)
+    assert res.status == 302
+    assert res.header(b"Location") == b"301"
+
+
 def test_redirect_after_headers(tmp_path: Path) -> None:
     src = "ngx.say('x') ngx.say(select(2, pcall(ngx.redirect, '/x')))"
     assert body(tmp_path, src) == b"x\nattempt to call ngx.redirect after sending out the headers\n"
