@@ -378,6 +378,9 @@ function co_guards.create(f)
 end
 
 function co_guards.resume(co, ...)
+    if type(co) ~= "thread" then -- LuaJIT's error, not "another request's"
+        error("bad argument #1 to 'resume' (coroutine expected)", 2)
+    end
     if not owned(co) then
         return false, "cannot resume a coroutine of another request"
     end

@@ -396,3 +396,16 @@ def test_a_spawner_goes_on_after_the_threads_posted_before_it(tmp_path: Path) ->
     assert resp.body == (
         b"before f\nbefore g\nhello in g()\nafter f\nafter g\nf 1\ng 1\nf 2\ndone\ng 2\nf 3\ng 3\n"
     )
+
+
+def test_resume_of_a_function_raises(tmp_path: Path) -> None:
+    # t/091-coroutine.t TEST 10: coroutine.resume(f) raises, through the
+    # coroutine.wrap of its caller, up to the entry thread
+    src = """
+local l1 = coroutine.wrap(function(cr) coroutine.resume(cr) end)
+l1(coroutine.wrap(function() end))
+ngx.say("hello")
+"""
+    resp = run_script(tmp_path, src)
+    assert resp.status == 500
+    assert b"hello" not in resp.body
