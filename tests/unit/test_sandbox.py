@@ -18,7 +18,14 @@ import pytest
 from fcgi_lua.limits import PathConfinement
 from fcgi_lua.lua import DEFAULT_RUNTIME, LuaEngine
 from fcgi_lua.shdict import SharedDicts, prepare
-from tests.unit.test_lua_support import FakeRequest, MemorySink, make_params, parse, write_script
+from tests.unit.test_lua_support import (
+    FakeRequest,
+    MemorySink,
+    make_params,
+    parse,
+    run_script,
+    write_script,
+)
 
 # the default (LuaJIT), and PUC Lua 5.1 and 5.4: setfenv and _ENV worlds
 RUNTIMES = sorted({DEFAULT_RUNTIME, "lua51", "lua54"})
@@ -645,3 +652,20 @@ def test_requests_leave_nothing_behind(site: dict[str, Path]) -> None:
     asyncio.run(main(3000))
     after = engine._collect()
     assert after - before < 200, (before, after)  # KB
+
+
+
+def test_pairs_of_a_shared_table_walks_it(tmp_path: Path) -> None:
+    # a request sees read-only views of ngx and the libraries; pairs must
+    # still list their entries (t/062-count.t), on LuaJIT too, where a
+    # table's __pairs is ignored; the tables found are views as well
+    src = """
+local n = 0
+for k, v in pairs(ngx.req) do n = n + 1 end
+local m = 0
+for k in pairs(string) do m = m + 1 end
+ngx.say(n > 10, " ", m > 10)
+local ok = pcall(function() for k, v in pairs(ngx) do if k == "req" then v.x = 1 end end end)
+ngx.say(ok)
+"""
+    assert run_script(tmp_path, src).body == b"true true\nfalse\n"
