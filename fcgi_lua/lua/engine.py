@@ -105,6 +105,10 @@ class OutputSink(Protocol):
 
     async def write(self, data: bytes) -> None: ...
 
+    def write_nowait(self, data: bytes) -> Awaitable[None] | None:
+        """Write now; None, or what to await until the peer has read enough."""
+        ...
+
     def stderr(self, data: bytes) -> None: ...
 
 
@@ -596,12 +600,19 @@ class LuaEngine:
 
     async def run(self, request: LuaRequest, sink: OutputSink) -> None:
         """Run ``request`` to completion, writing its CGI response to ``sink``."""
+        rest = self.start(request, sink)
+        if rest is not None:
+            await rest
+
+    def start(self, request: LuaRequest, sink: OutputSink) -> Awaitable[None] | None:
+        """Run ``request`` up to its first wait, writing to ``sink``.  None
+        if it ended there (most requests: its response is written); else
+        what finishes it, for the caller to await (in a task of its own)."""
         try:
             factory = self.cache.get(request.script_path)
         except LuaCompileError as exc:
             self._sink = sink
-            await self._fail(request, sink, str(exc), emitted=False)
-            return
+            return self._fail(request, sink, str(exc), emitted=False)
         lua_error = self._lua_error
         self._sink = sink
         self._request = request
@@ -616,10 +627,9 @@ class LuaEngine:
             r, cmd, arg, extra = self._start(factory, time.time(), cgi, head, self._guard_kb)
             if cmd == b"memory":  # the VM is nearly full: collect, then start or refuse
                 if not self._make_room(request):
-                    await self._fail(
+                    return self._fail(
                         request, sink, "not enough memory (lua_memory_limit)", emitted=False
                     )
-                    return
                 began = perf_counter()
                 r, cmd, arg, extra = self._start(factory, time.time(), cgi, head, 0)
             elapsed = perf_counter() - began
@@ -628,15 +638,12 @@ class LuaEngine:
         except lua_error as exc:
             self._limit_kill(request, None, exc)
             reason = str(exc) or ("not enough memory" if isinstance(exc, MemoryError) else "")
-            await self._fail(request, sink, f"{request.script_path}: {reason}", emitted=False)
-            return
+            return self._fail(request, sink, f"{request.script_path}: {reason}", emitted=False)
         if cmd == b"done":
             # Over in its first resume (most requests that wait for nothing):
             # nothing to time out, nothing left open (start let go of it).
-            if arg:
-                await sink.write(arg)
-            return
-        await self._run_waiting(request, sink, r, cmd, arg, extra)
+            return sink.write_nowait(arg) if arg else None
+        return self._run_waiting(request, sink, r, cmd, arg, extra)
 
     def _make_room(self, request: LuaRequest) -> bool:
         """The VM holds more than a request may start with: a collection
@@ -1075,6 +1082,9 @@ class _DiscardSink:
     """Where output goes once the client went away (after ngx.on_abort)."""
 
     async def write(self, data: bytes) -> None:
+        return None
+
+    def write_nowait(self, data: bytes) -> None:
         return None
 
     def stderr(self, data: bytes) -> None:
