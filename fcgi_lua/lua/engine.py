@@ -449,6 +449,7 @@ class LuaEngine:
                 b"error_page": error_page,
                 b"update_time": time.time,
                 b"params": self._params,
+                b"body_now": self._body_now,
                 b"md5": _md5,
                 b"md5_bin": _md5_bin,
                 b"sha1_bin": _sha1_bin,
@@ -582,6 +583,22 @@ class LuaEngine:
         request = self._request
         params = request.params if request is not None else ()
         return tuple(itertools.chain.from_iterable(params))
+
+    def _body_now(self) -> Any:
+        """ngx.req.read_body() of a body that has all come (it came with the
+        params, or was refused): its result without a wait; else nil."""
+        request = self._request
+        if request is None:
+            return None
+        body = request.body
+        if not body.settled:
+            return None
+        if body.error is not None and not body.discarded:
+            return self._lua.table_from(_body_failure(request, body.error))
+        path = request.body_path
+        if path is not None:
+            return self._lua.table_from({b"file": os.fsencode(path)})
+        return self._lua.table_from({b"data": request.body_data or b""})
 
     def _graceful_exit(self) -> None:
         # ngx.process.signal_graceful_exit(): the worker stops gracefully
