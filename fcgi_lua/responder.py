@@ -179,10 +179,10 @@ class Responder:
         request = self.request
         server = self._conn.server
         sink = self.sink
-        params = self.params = dict(request.params)
+        params = self.params = request.by_name
         if from_monkey(params):
             request.params = monkey_params(request.params)
-            params = self.params = dict(request.params)
+            params = self.params = request.by_name = dict(reversed(request.params))
             sink.monkey = True
         head = request.method == b"HEAD"
         answer = server.answer_builtin(params, head) if server.builtin_paths else None
@@ -207,8 +207,6 @@ class Responder:
             self.slow = server.loop().call_later(
                 server.slow_request_threshold, server.report_slow, request, self.began
             )
-        if not self.observe:
-            self.params = {}  # unused from here: not kept while the script runs
         return server.engine.start(request, sink)
 
     def _internal_error(self) -> Awaitable[None] | None:
