@@ -335,8 +335,8 @@ async def _do_multipart(request: LuaRequest, sink: OutputSink, max_parts: Any) -
     return {b"fields": fields, b"files": files, b"truncated": form.truncated}
 
 
-# What a coroutine may yield, and how Python performs it.  Later issues
-# add socket operations here.
+# What a coroutine may yield (ngx.lua's `co_yield(IO, cmd, arg)`), and how
+# Python performs it.
 COMMANDS: dict[bytes, _Command] = {
     b"sleep": _do_sleep,
     b"write": _do_write,
