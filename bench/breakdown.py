@@ -44,6 +44,9 @@ class Sink:
     async def write(self, data: bytes) -> None:
         pass
 
+    def write_nowait(self, data: bytes) -> None:
+        pass
+
     def stderr(self, data: bytes) -> None:
         pass
 

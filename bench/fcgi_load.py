@@ -179,7 +179,8 @@ def main() -> None:
     parser.add_argument(
         "--flame",
         metavar="SVG",
-        help="a py-spy record --native flame graph of the worker over the measured part",
+        help="a py-spy record --native flame graph (SVG) of the worker over the measured "
+        "part; a name ending in .txt gets the raw collapsed stacks instead",
     )
     parser.add_argument(
         "--no-keep-conn",
@@ -217,7 +218,9 @@ def main() -> None:
         if args.flame:
             Path(args.flame).parent.mkdir(parents=True, exist_ok=True)
             argv = ["py-spy", "record", "--native", "--rate", "250"]
-            argv += ["--pid", str(proc.pid), "--format", "flamegraph", "--output", args.flame]
+            # an SVG, or (a .txt name) py-spy's raw collapsed stacks to sum up
+            fmt = "raw" if args.flame.endswith(".txt") else "flamegraph"
+            argv += ["--pid", str(proc.pid), "--format", fmt, "--output", args.flame]
             spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1.0)  # py-spy attaches
         ticks = cpu_ticks(proc.pid)

@@ -50,6 +50,9 @@ class _Sink:
         self.data = b""
 
     async def write(self, data: bytes) -> None:
+        self.write_nowait(data)
+
+    def write_nowait(self, data: bytes) -> None:
         self.data += data
 
     def stderr(self, data: bytes) -> None:

@@ -220,9 +220,14 @@ class Body:
 
     # -- the script's side ---------------------------------------------------
 
+    @property
+    def settled(self) -> bool:
+        """Whether wait() returns (or raises) at once."""
+        return self.complete or self.discarded or self.error is not None or self._closed
+
     async def wait(self) -> None:
         """Until the body is complete (or discarded); raises its BodyError."""
-        while not (self.complete or self.discarded or self.error or self._closed):
+        while not self.settled:
             if self._done is None:
                 self._done = asyncio.Event()
             self._done.clear()

@@ -115,6 +115,9 @@ class _StdoutSink:
         self.chunks: list[bytes] = []
 
     async def write(self, data: bytes) -> None:
+        self.write_nowait(data)
+
+    def write_nowait(self, data: bytes) -> None:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         self.chunks.append(data)

@@ -63,6 +63,7 @@ class FastCGIProtocol(asyncio.Protocol):
         "_corked_size",
         "_input_open",
         "_linger_timer",
+        "_ready",
         "_requests",
         "closed",
         "codec",
@@ -84,6 +85,7 @@ class FastCGIProtocol(asyncio.Protocol):
         self.lingering = False
         self._linger_timer: asyncio.TimerHandle | None = None
         self._requests: dict[int, Responder] = {}
+        self._ready: list[Responder] = []  # params ended in this read
         self._begun = 0  # requests begun on this connection (drain_when_idle)
         # Requests begun whose STDIN has not ended: the peer may still send
         # (see finish).
@@ -282,6 +284,20 @@ class FastCGIProtocol(asyncio.Protocol):
     # -- events --------------------------------------------------------------
 
     def _process(self) -> None:
+        self._decode()
+        if self._ready:
+            self._start_ready()
+
+    def _start_ready(self) -> None:
+        ready, self._ready = self._ready, []
+        requests = self._requests
+        for responder in ready:
+            if not self.closed and requests.get(responder.request_id) is responder:
+                responder.start()
+            else:  # aborted, or the connection went, before it started
+                responder.request.close()
+
+    def _decode(self) -> None:
         codec = self.codec
         while not self.closed:
             try:
@@ -336,10 +352,9 @@ class FastCGIProtocol(asyncio.Protocol):
         responder = Responder(self, event.request_id, request)
         self._requests[event.request_id] = responder
         self._begun += 1
-        responder.task = server.spawn(responder.run())
-        # Temp files go when the task ends, however it ends (even cancelled
-        # before it ever ran, when its own finally clauses never run).
-        responder.task.add_done_callback(lambda _: request.close())
+        # It starts once this read's records are decoded (_start_ready):
+        # a body or an abort that came with the params is seen first.
+        self._ready.append(responder)
 
     def _on_stdin(self, event: fastcgi.Stdin) -> None:
         responder = self._requests.get(event.request_id)

@@ -33,7 +33,7 @@ __all__ = [
 
 
 class Request:
-    __slots__ = ("_multipart", "body", "method", "params", "script_path")
+    __slots__ = ("_multipart", "body", "by_name", "method", "params", "script_path")
 
     def __init__(
         self,
@@ -46,20 +46,12 @@ class Request:
     ) -> None:
         self.params = params
         self.script_path = script_path
-        # One pass over the params for what the request itself needs (the
-        # first of each, as param() finds them).
-        length: bytes | None = None
-        chunked = False
-        method: bytes | None = None
-        for name, value in params:
-            if name == b"REQUEST_METHOD":
-                if method is None:
-                    method = value
-            elif name == b"CONTENT_LENGTH":
-                if length is None:
-                    length = value
-            elif name == b"HTTP_TRANSFER_ENCODING":
-                chunked = True
+        # By name, the first of each (as param() finds them): what the
+        # server looks up (method, body, script, built-in pages, logs).
+        self.by_name = by_name = dict(reversed(params))
+        length = by_name.get(b"CONTENT_LENGTH")
+        chunked = b"HTTP_TRANSFER_ENCODING" in by_name
+        method = by_name.get(b"REQUEST_METHOD")
         self.method = method or b""
         if length is None and chunked:
             # Apache's mod_proxy_fcgi forwards a chunked body it has not read
@@ -73,10 +65,7 @@ class Request:
         self._multipart: Multipart | MultipartError | None = None
 
     def param(self, name: bytes) -> bytes | None:
-        for key, value in self.params:
-            if key == name:
-                return value
-        return None
+        return self.by_name.get(name)
 
     # -- fed by the server ---------------------------------------------------
 

@@ -65,7 +65,10 @@ _malloc_trim = _load_malloc_trim()
 
 
 class Engine(Protocol):
-    def run(self, request: Request, sink: Any) -> Awaitable[None]: ...
+    def start(self, request: Request, sink: Any) -> Awaitable[None] | None:
+        """Run ``request`` up to its first wait, writing to ``sink``: None
+        if it ended there, else what finishes it (awaited in a task)."""
+        ...
 
 
 class Server:
@@ -140,7 +143,7 @@ class Server:
             params.get(b"QUERY_STRING", b"").decode("latin-1"),
             params.get(b"HTTP_ACCEPT", b"").decode("latin-1"),
             pool="fcgi-lua",
-            in_flight=self.in_flight - 1,  # not the status request itself
+            in_flight=self.in_flight,  # the status request itself is not a task
             served=self.requests_served,
             head=head,
         )
@@ -183,6 +186,11 @@ class Server:
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
+        self.served()
+
+    def served(self) -> None:
+        """A request is over: one that ended without waiting (no task),
+        or a request task, however it ended."""
         self.requests_served += 1
         if not self.tasks and self._peak_in_flight >= TRIM_AFTER_PEAK:
             self._peak_in_flight = 0

@@ -105,6 +105,10 @@ class OutputSink(Protocol):
 
     async def write(self, data: bytes) -> None: ...
 
+    def write_nowait(self, data: bytes) -> Awaitable[None] | None:
+        """Write now; None, or what to await until the peer has read enough."""
+        ...
+
     def stderr(self, data: bytes) -> None: ...
 
 
@@ -331,8 +335,8 @@ async def _do_multipart(request: LuaRequest, sink: OutputSink, max_parts: Any) -
     return {b"fields": fields, b"files": files, b"truncated": form.truncated}
 
 
-# What a coroutine may yield, and how Python performs it.  Later issues
-# add socket operations here.
+# What a coroutine may yield (ngx.lua's `co_yield(IO, cmd, arg)`), and how
+# Python performs it.
 COMMANDS: dict[bytes, _Command] = {
     b"sleep": _do_sleep,
     b"write": _do_write,
@@ -445,6 +449,7 @@ class LuaEngine:
                 b"error_page": error_page,
                 b"update_time": time.time,
                 b"params": self._params,
+                b"body_now": self._body_now,
                 b"md5": _md5,
                 b"md5_bin": _md5_bin,
                 b"sha1_bin": _sha1_bin,
@@ -579,6 +584,22 @@ class LuaEngine:
         params = request.params if request is not None else ()
         return tuple(itertools.chain.from_iterable(params))
 
+    def _body_now(self) -> Any:
+        """ngx.req.read_body() of a body that has all come (it came with the
+        params, or was refused): its result without a wait; else nil."""
+        request = self._request
+        if request is None:
+            return None
+        body = request.body
+        if not body.settled:
+            return None
+        if body.error is not None and not body.discarded:
+            return self._lua.table_from(_body_failure(request, body.error))
+        path = request.body_path
+        if path is not None:
+            return self._lua.table_from({b"file": os.fsencode(path)})
+        return self._lua.table_from({b"data": request.body_data or b""})
+
     def _graceful_exit(self) -> None:
         # ngx.process.signal_graceful_exit(): the worker stops gracefully
         # and the master starts a fresh one (as after a memory kill)
@@ -596,12 +617,19 @@ class LuaEngine:
 
     async def run(self, request: LuaRequest, sink: OutputSink) -> None:
         """Run ``request`` to completion, writing its CGI response to ``sink``."""
+        rest = self.start(request, sink)
+        if rest is not None:
+            await rest
+
+    def start(self, request: LuaRequest, sink: OutputSink) -> Awaitable[None] | None:
+        """Run ``request`` up to its first wait, writing to ``sink``.  None
+        if it ended there (most requests: its response is written); else
+        what finishes it, for the caller to await (in a task of its own)."""
         try:
             factory = self.cache.get(request.script_path)
         except LuaCompileError as exc:
             self._sink = sink
-            await self._fail(request, sink, str(exc), emitted=False)
-            return
+            return self._fail(request, sink, str(exc), emitted=False)
         lua_error = self._lua_error
         self._sink = sink
         self._request = request
@@ -616,10 +644,9 @@ class LuaEngine:
             r, cmd, arg, extra = self._start(factory, time.time(), cgi, head, self._guard_kb)
             if cmd == b"memory":  # the VM is nearly full: collect, then start or refuse
                 if not self._make_room(request):
-                    await self._fail(
+                    return self._fail(
                         request, sink, "not enough memory (lua_memory_limit)", emitted=False
                     )
-                    return
                 began = perf_counter()
                 r, cmd, arg, extra = self._start(factory, time.time(), cgi, head, 0)
             elapsed = perf_counter() - began
@@ -628,15 +655,12 @@ class LuaEngine:
         except lua_error as exc:
             self._limit_kill(request, None, exc)
             reason = str(exc) or ("not enough memory" if isinstance(exc, MemoryError) else "")
-            await self._fail(request, sink, f"{request.script_path}: {reason}", emitted=False)
-            return
+            return self._fail(request, sink, f"{request.script_path}: {reason}", emitted=False)
         if cmd == b"done":
             # Over in its first resume (most requests that wait for nothing):
             # nothing to time out, nothing left open (start let go of it).
-            if arg:
-                await sink.write(arg)
-            return
-        await self._run_waiting(request, sink, r, cmd, arg, extra)
+            return sink.write_nowait(arg) if arg else None
+        return self._run_waiting(request, sink, r, cmd, arg, extra)
 
     def _make_room(self, request: LuaRequest) -> bool:
         """The VM holds more than a request may start with: a collection
@@ -1075,6 +1099,9 @@ class _DiscardSink:
     """Where output goes once the client went away (after ngx.on_abort)."""
 
     async def write(self, data: bytes) -> None:
+        return None
+
+    def write_nowait(self, data: bytes) -> None:
         return None
 
     def stderr(self, data: bytes) -> None:

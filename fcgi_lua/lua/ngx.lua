@@ -60,6 +60,7 @@ local py_log = helpers.log
 local py_error_page = helpers.error_page
 local py_update_time = helpers.update_time
 local py_params = helpers.params
+local py_body_now = helpers.body_now
 local reasons = helpers.reasons
 local DEFAULT_TYPE = helpers.default_type
 -- ngx.null is the NULL light userdata, as in OpenResty: the same value as
@@ -1675,7 +1676,8 @@ function req.read_body()
     if r.body_state then
         return
     end
-    local res = co_yield(IO, "read_body")
+    -- a body that came with the params needs no wait
+    local res = py_body_now() or co_yield(IO, "read_body")
     if res.status then
         -- As nginx: a body too large (413), short or malformed (400), or one
         -- that could not be stored (500) ends the request with that status.

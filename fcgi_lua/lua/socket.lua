@@ -315,7 +315,7 @@ function tcp.connect(self, ...)
         self[CONN] = nil
         py_close(old)
     end
-    local where, key, err
+    local key, err
     host, port, key, err = peer(host, port, nargs, pool)
     if not host then
         return nil, err

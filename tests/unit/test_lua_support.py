@@ -49,6 +49,9 @@ class MemorySink:
         self.errors: list[bytes] = []
 
     async def write(self, data: bytes) -> None:
+        self.write_nowait(data)
+
+    def write_nowait(self, data: bytes) -> None:
         assert isinstance(data, bytes)
         self.chunks.append(data)
 
