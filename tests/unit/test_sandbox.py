@@ -654,7 +654,6 @@ def test_requests_leave_nothing_behind(site: dict[str, Path]) -> None:
     assert after - before < 200, (before, after)  # KB
 
 
-
 def test_pairs_of_a_shared_table_walks_it(tmp_path: Path) -> None:
     # a request sees read-only views of ngx and the libraries; pairs must
     # still list their entries (t/062-count.t), on LuaJIT too, where a
