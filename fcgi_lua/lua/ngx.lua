@@ -948,7 +948,22 @@ function ngx.flush(wait)
         end
     end
     if r.http10 then
-        return 1
+        return nil, "buffering"
+    end
+    -- as ngx_http_lua_ngx_flush: nothing before the headers, nor before
+    -- the first body bytes unless it waits (the status may still change);
+    -- a CGI script's flush of its header block sends it
+    if not r.cgi and not (r.header_sent and (wait or r.seen_body)) then
+        local out = r.out
+        for i = 1, r.nout do
+            if out[i] ~= "" then
+                r.seen_body = true
+                break
+            end
+        end
+        if not r.header_sent or not (wait or r.seen_body) then
+            return nil, "nothing to flush"
+        end
     end
     local data = take_output(r, false)
     if data ~= "" then

@@ -746,6 +746,22 @@ def test_header_number_name_and_bad_content_length(tmp_path: Path) -> None:
     assert (res.status, res.body) == (200, b"Hi")
 
 
+def test_flush_with_nothing_to_flush_leaves_the_status_open(tmp_path: Path) -> None:
+    # t/056-flush.t TEST 14: ngx_http_lua_ngx_flush returns "nothing to
+    # flush" before the headers, and before any body bytes unless it waits
+    src = """
+local a, b = ngx.flush()
+ngx.status = 404
+ngx.print("")
+local c, d = ngx.flush()
+ngx.say(tostring(a), " ", b, " ", tostring(c), " ", d)
+ngx.say(ngx.flush())
+"""
+    res = run_script(tmp_path, src)
+    assert res.status == 404
+    assert res.body == b"nil nothing to flush nil nothing to flush\n1\n"
+
+
 def test_http10_flush_buffers_for_a_content_length(tmp_path: Path) -> None:
     # t/056-flush.t TEST 5, 6, 11, 12: lua_http10_buffering (on by default)
     # makes ngx.flush a no-op for an HTTP/1.0 request, so the whole
