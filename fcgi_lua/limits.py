@@ -42,6 +42,12 @@ HOOK_INTERVAL = 10_000
 # point frees its coroutine and sockets instead of working for nobody.
 DEFAULT_REQUEST_TIMEOUT = 60.0
 
+# A resume (the Lua code a request runs between two yields) longer than this
+# is logged: it held up every other request of the worker that long.  A
+# script's resume normally takes microseconds; 100 ms is a stall users see,
+# and well above what a busy machine's scheduling adds.  0 disables it.
+DEFAULT_SLOW_RESUME_WARNING = 0.1
+
 # Bytes of Lua memory one worker's VM may hold (0: unlimited).  The VM
 # needs about 0.6 MB for the API, a request a few KB to a few hundred KB;
 # 256 MB leaves room for max_reqs (1024) requests of 100 KB each in flight

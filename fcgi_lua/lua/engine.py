@@ -24,21 +24,22 @@ import re
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fcgi_lua import __version__, deadlines, limits, metrics, shdict
 from fcgi_lua.body import Body, BodyError, BodyStorageError
 from fcgi_lua.forms import Multipart, MultipartError
 from fcgi_lua.http import error_page, error_response, header_block, reason_phrase
 from fcgi_lua.lua import cosocket, regex, scheduler
+from fcgi_lua.lua.codecache import DEFAULT_RECOMPILE, CodeCache, LuaCompileError, Recompile
 from fcgi_lua.lua.runtimes import DEFAULT_RUNTIME, c_module_dir, is_luajit, new_runtime
 from fcgi_lua.shdict import SharedDicts
 
-log = logging.getLogger("fcgi_lua.lua")
+if TYPE_CHECKING:
+    from fcgi_lua.config import Config
 
-Recompile = Literal["mtime", "always", "never"]
+log = logging.getLogger("fcgi_lua.lua")
 
 # nginx's built-in default_type (Debian's stock nginx.conf says
 # application/octet-stream instead); what a script gets when it sets none.
@@ -59,12 +60,6 @@ _LOG_LEVELS = (
 _LOG_NAMES = b"stderr emerg alert crit error warn notice info debug".split()
 
 _BASE64 = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
-
-# A resume (the Lua code a request runs between two yields) longer than this
-# is logged: it held up every other request of the worker that long.  A
-# script's resume normally takes microseconds; 100 ms is a stall users see,
-# and well above what a busy machine's scheduling adds.  0 disables it.
-DEFAULT_SLOW_RESUME_WARNING = 0.1
 
 
 class LuaRequest(Protocol):
@@ -112,77 +107,9 @@ class OutputSink(Protocol):
     def stderr(self, data: bytes) -> None: ...
 
 
-class LuaCompileError(Exception):
-    """A script could not be loaded: a syntax error, or an unreadable file."""
-
-
 class LuaInitError(Exception):
     """init_script or init_worker_script failed; the message names the
     config key, then the file and line (and the Lua traceback)."""
-
-
-@dataclass(slots=True)
-class _CachedChunk:
-    mtime_ns: int
-    size: int
-    factory: Any
-    checked: float  # time.monotonic() of the last stat that found it unchanged
-
-
-class CodeCache:
-    """Compiled scripts of one VM, by path.
-
-    ``mtime``: recompile when the file's mtime or size changes, looked at
-    (one stat) at most once per ``interval`` seconds per script, like
-    PHP's opcache.revalidate_freq (0: on every request); ``always``: compile
-    on every request (lua_code_cache off); ``never``: compile once and never
-    look at the file again.
-    """
-
-    def __init__(
-        self,
-        compile_chunk: Callable[[bytes, bytes], Any],
-        recompile: Recompile,
-        interval: float = 0.0,
-    ) -> None:
-        if recompile not in ("mtime", "always", "never"):
-            raise ValueError(f"recompile must be mtime, always or never, not {recompile!r}")
-        self._compile_chunk = compile_chunk
-        self._recompile = recompile
-        self._interval = interval
-        self._chunks: dict[str, _CachedChunk] = {}
-        self.compilations = 0
-
-    def get(self, path: str) -> Any:
-        chunk = self._chunks.get(path)
-        now = time.monotonic()
-        if chunk is not None and (
-            self._recompile == "never" or now - chunk.checked < self._interval
-        ):
-            return chunk.factory
-        try:
-            st = os.stat(path)
-            if (
-                chunk is not None
-                and self._recompile == "mtime"
-                and chunk.mtime_ns == st.st_mtime_ns
-                and chunk.size == st.st_size
-            ):
-                chunk.checked = now
-                return chunk.factory
-            with open(path, "rb") as f:
-                source = f.read()
-        except OSError as exc:
-            raise LuaCompileError(f"cannot open {path}: {exc.strerror}") from exc
-        result = self._compile_chunk(source, b"@" + os.fsencode(path))
-        factory, err = result if isinstance(result, tuple) else (result, None)
-        self.compilations += 1
-        if factory is None:
-            message = err.decode("utf-8", "replace") if isinstance(err, bytes) else str(err)
-            raise LuaCompileError(message)
-        if self._recompile != "always":
-            self._chunks[path] = _CachedChunk(st.st_mtime_ns, st.st_size, factory, now)
-        return factory
 
 
 def _md5(s: bytes) -> bytes:
@@ -368,10 +295,42 @@ class LuaEngine:
     the same VM, with its own global table.
     """
 
+    @classmethod
+    def from_config(
+        cls, config: Config, worker_id: int = 0, shared_dicts: SharedDicts | None = None
+    ) -> LuaEngine:
+        """The engine of a worker, as ``config`` says (its keys are
+        documented in docs/configuration.md); ``shared_dicts``: the store
+        this process opened (fcgi_lua.worker)."""
+        return cls(
+            runtime=config.lua_runtime,
+            recompile=config.recompile,  # type: ignore[arg-type]  # validated by Config
+            recompile_interval=config.recompile_interval,
+            debug=config.debug,
+            log_to_stderr=config.log_to_fcgi_stderr,
+            worker_id=worker_id,
+            worker_count=config.workers,
+            root=config.root,
+            cgi_patterns=config.cgi_patterns,
+            cgi_shebang=config.cgi_shebang,
+            lua_package_path=config.lua_package_path,
+            lua_package_cpath=config.lua_package_cpath,
+            slow_resume_warning=config.slow_resume_warning,
+            max_pending_timers=config.max_pending_timers,
+            max_running_timers=config.max_running_timers,
+            max_instructions=config.max_instructions,
+            request_timeout=config.request_timeout,
+            lua_memory_limit=config.lua_memory_limit,
+            sandbox=config.sandbox,
+            sandbox_write_paths=config.sandbox_write_paths,
+            body_temp_dir=config.client_body_temp_path,
+            shared_dicts=shared_dicts,
+        )
+
     def __init__(
         self,
         runtime: str = DEFAULT_RUNTIME,
-        recompile: Recompile = "mtime",
+        recompile: Recompile = DEFAULT_RECOMPILE,
         debug: bool = False,
         log_to_stderr: bool = False,
         *,
@@ -382,7 +341,7 @@ class LuaEngine:
         root: str = "",
         cgi_patterns: Sequence[str] = (),
         cgi_shebang: bool = True,
-        slow_resume_warning: float = DEFAULT_SLOW_RESUME_WARNING,
+        slow_resume_warning: float = limits.DEFAULT_SLOW_RESUME_WARNING,
         lua_package_path: str = "",
         lua_package_cpath: str = "",
         max_pending_timers: int = scheduler.DEFAULT_MAX_PENDING_TIMERS,
