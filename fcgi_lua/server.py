@@ -65,9 +65,19 @@ _malloc_trim = _load_malloc_trim()
 
 
 class Engine(Protocol):
+    """What the server calls of its engine (fcgi_lua.lua.LuaEngine)."""
+
     def start(self, request: Request, sink: Any) -> Awaitable[None] | None:
         """Run ``request`` up to its first wait, writing to ``sink``: None
         if it ended there, else what finishes it (awaited in a task)."""
+        ...
+
+    def traceback(self, request: Request) -> str | None:
+        """Where a running request's code is now (the slow-request log)."""
+        ...
+
+    def collect_garbage(self) -> int:
+        """A full collection of the script heap (after a burst)."""
         ...
 
 
@@ -161,8 +171,7 @@ class Server:
 
     def report_slow(self, request: Request, began: float) -> None:
         """slow_request_threshold passed: say where the request's Lua is."""
-        traceback = getattr(self.engine, "traceback", None)
-        where = traceback(request) if traceback is not None else None
+        where = self.engine.traceback(request)
         log.warning(
             "%s: slow request, running for %.3f s (slow_request_threshold %g s)%s",
             request.script_path,
@@ -209,9 +218,7 @@ class Server:
         """
         if self.tasks:
             return
-        collect_lua = getattr(self.engine, "collect_garbage", None)
-        if collect_lua is not None:
-            collect_lua()  # first: the Lua heap's garbage goes back to malloc
+        self.engine.collect_garbage()  # first: the Lua heap's garbage goes back to malloc
         gc.collect()
         if _malloc_trim is not None:
             _malloc_trim(0)
