@@ -94,7 +94,20 @@ class Config:
     client_body_temp_path: str = ""
     # Answered to FCGI_GET_VALUES; FCGI_MAX_REQS is also the cap on
     # requests in flight per worker: beyond it a request gets 503.
+    # max_conns is also the cap on open connections per worker (lowered at
+    # start to leave a quarter of RLIMIT_NOFILE to cosockets and files: at
+    # the descriptor limit libuv accepts and closes a connection silently).
     max_conns: int = 1024
+    # A connection with no request in progress is closed after this many
+    # seconds of silence: longer than nginx's upstream keepalive_timeout
+    # (60 s), so nginx, which knows when it reuses one, closes first.
+    idle_timeout: float = 75.0
+    # A request whose records stop coming before its params and body are
+    # complete, or a front server that stops reading our responses: closed
+    # after this many seconds without progress (nginx's
+    # fastcgi_read_timeout and send_timeout are 60 s).  0 turns each off.
+    read_timeout: float = 60.0
+    write_timeout: float = 60.0
     # Pending connections the kernel queues per listening socket (capped by
     # net.core.somaxconn): a burst of connects beyond it fails at once.
     backlog: int = 4096
@@ -128,6 +141,13 @@ class Config:
     # A connection stops being read while more than this many bytes of
     # its responses wait in the socket's write buffer.
     write_buffer_high: int = 256 * 1024
+    # Bytes of a request's output ngx.print/ngx.say may hold before the
+    # front server has them: past write_buffer_high they are sent and the
+    # script waits like ngx.flush(true); only where it cannot wait (a
+    # runtime without coroutine.isyieldable, a C callback) does output
+    # pile up, and past this the request fails.  16 MB is far more than a
+    # page built in memory, and bounds max_reqs stuck requests.
+    output_buffer_limit: int = 16 * 1024 * 1024
     # CGI mode (docs/cgi.md): scripts whose path relative to root matches
     # one of these globs, or whose first line is a "#!...lua" shebang.
     cgi_patterns: list[str] = field(default_factory=lambda: ["*.cgi.lua", "cgi-bin/*"])
@@ -345,6 +365,9 @@ OPTIONS: dict[str, Option] = {
         Option("client_body_buffer_size", int, _positive, read="size"),
         Option("client_body_temp_path", str, _check_temp_path),
         Option("max_conns", int, _positive),
+        Option("idle_timeout", float, _not_negative),
+        Option("read_timeout", float, _not_negative),
+        Option("write_timeout", float, _not_negative),
         Option("backlog", int, _positive),
         Option("max_reqs", int, _positive),
         Option("log_level", str, _one_of(LOG_LEVELS)),
@@ -359,6 +382,7 @@ OPTIONS: dict[str, Option] = {
         Option("max_pending_timers", int, _positive),
         Option("max_running_timers", int, _positive),
         Option("write_buffer_high", int, _positive, read="size"),
+        Option("output_buffer_limit", int, _not_negative, read="size"),
         Option("cgi_patterns", list),
         Option("cgi_shebang", bool),
         Option("lua_package_path", str),

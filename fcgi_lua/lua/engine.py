@@ -325,6 +325,8 @@ class LuaEngine:
             sandbox_write_paths=config.sandbox_write_paths,
             body_temp_dir=config.client_body_temp_path,
             shared_dicts=shared_dicts,
+            output_flush_size=config.write_buffer_high,
+            output_buffer_limit=config.output_buffer_limit,
         )
 
     def __init__(
@@ -353,6 +355,8 @@ class LuaEngine:
         sandbox_write_paths: Sequence[str] = (),
         body_temp_dir: str = "",
         shared_dicts: SharedDicts | None = None,
+        output_flush_size: int = 256 * 1024,
+        output_buffer_limit: int = 0,
     ) -> None:
         self.runtime_name = runtime
         # limits (fcgi_lua/limits.py); 0 turns each off
@@ -435,6 +439,9 @@ class LuaEngine:
                 b"log_level": _ngx_log_level,
                 b"graceful_exit": self._graceful_exit,
                 b"master_pid": os.getppid(),
+                # ngx.print's bounds (config's write_buffer_high, output_buffer_limit)
+                b"output_flush_size": output_flush_size,
+                b"output_buffer_limit": output_buffer_limit,
             }
         )
         source = resources.files("fcgi_lua.lua").joinpath("ngx.lua").read_bytes()
