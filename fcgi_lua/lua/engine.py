@@ -24,16 +24,17 @@ import re
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
-from importlib import resources
 from typing import TYPE_CHECKING, Any, Protocol
 
-from fcgi_lua import __version__, deadlines, limits, metrics, shdict
+from fcgi_lua import __version__, deadlines, limits, metrics
 from fcgi_lua.body import Body, BodyError, BodyStorageError
 from fcgi_lua.forms import Multipart, MultipartError
 from fcgi_lua.http import error_page, error_response, header_block, reason_phrase
-from fcgi_lua.lua import cosocket, regex, scheduler
+from fcgi_lua.lua import cosocket, guards, regex, scheduler
 from fcgi_lua.lua.codecache import DEFAULT_RECOMPILE, CodeCache, LuaCompileError, Recompile
+from fcgi_lua.lua.loader import load_chunk
 from fcgi_lua.lua.runtimes import DEFAULT_RUNTIME, c_module_dir, is_luajit, new_runtime
+from fcgi_lua.lua.shared_dicts import install as install_shared_dicts
 from fcgi_lua.shdict import SharedDicts
 
 if TYPE_CHECKING:
@@ -398,7 +399,7 @@ class LuaEngine:
         # before the prelude: every coroutine it creates carries the hook
         soft_limit = lua_memory_limit if self._soft_memory else 0
         bind_budget = (
-            limits.install_limits(lua, max_instructions, soft_limit)
+            guards.install_limits(lua, max_instructions, soft_limit)
             if max_instructions or soft_limit
             else None
         )
@@ -437,28 +438,21 @@ class LuaEngine:
                 b"master_pid": os.getppid(),
             }
         )
-        source = resources.files("fcgi_lua.lua").joinpath("ngx.lua").read_bytes()
-        loader = lua.eval(b"loadstring or load")
-        prelude, err = loader(source, b"@ngx.lua"), None
-        if isinstance(prelude, tuple):
-            prelude, err = prelude
-        if prelude is None:
-            raise RuntimeError(f"cannot load ngx.lua: {err!r}")
-        driver = prelude(helpers)
+        driver = load_chunk(lua, "ngx.lua")(helpers)
         self._context = driver[b"extensions"][b"context"]  # the one running now
         if bind_budget is not None:
             bind_budget(self._context)
         # The mk.* API over the ngx API.
         self._load_layer("mk.lua", helpers, driver[b"extensions"])
         self._cgi = CgiMarker(root, cgi_patterns)
-        # ngx.socket.* and require "resty.X" (socket.lua, cosocket.py)
+        # ngx.socket.* and require "resty.X" (socket.lua, cosocket/)
         self.cosockets = cosocket.install(lua, driver[b"extensions"])
         # ngx.re.* and require "ngx.re" (re.lua, regex.py)
         self.regexes = regex.install(lua, driver[b"extensions"])
         # ngx.shared.DICT (shdict.lua, fcgi_lua/shdict.py): the store is
         # opened by the caller, in this process; it outlives no engine
         self.shared_dicts = shared_dicts
-        shdict.install(lua, shared_dicts)
+        install_shared_dicts(lua, shared_dicts)
         set_package_paths(lua, lua_package_path, lua_package_cpath)
         # ngx.thread, ngx.timer, ngx.semaphore, ngx.on_abort (thread.lua,
         # scheduler.py): contexts with several coroutines, or no request
@@ -502,7 +496,7 @@ class LuaEngine:
         isolation = self._load_layer("isolation.lua", helpers, extensions)
         if sandbox:
             path = lua.globals().package.path.decode("utf-8", "replace")
-            limits.install_sandbox(
+            guards.install_sandbox(
                 lua,
                 root,
                 path,
@@ -515,19 +509,10 @@ class LuaEngine:
         isolation[b"seal"]()
 
     def _load_layer(self, name: str, helpers: Any, extensions: Any) -> Any:
-        source = resources.files("fcgi_lua.lua").joinpath(name).read_bytes()
-        loaded = self._lua.eval(b"loadstring or load")(source, b"@" + name.encode())
-        chunk, err = loaded if isinstance(loaded, tuple) else (loaded, None)
-        if chunk is None:
-            raise RuntimeError(f"cannot load {name}: {err!r}")
-        return chunk(helpers, extensions)
+        return load_chunk(self._lua, name)(helpers, extensions)
 
     def _load_threads(self, extensions: Any) -> Any:
-        source = resources.files("fcgi_lua.lua").joinpath("thread.lua").read_bytes()
-        loaded = self._lua.eval(b"loadstring or load")(source, b"@thread.lua")
-        chunk, err = loaded if isinstance(loaded, tuple) else (loaded, None)
-        if chunk is None:
-            raise RuntimeError(f"cannot load thread.lua: {err!r}")
+        chunk = load_chunk(self._lua, "thread.lua")
         functions = self.timers.functions()
         functions[b"log"] = self._log
         return chunk(self._lua.table_from(functions), extensions)
