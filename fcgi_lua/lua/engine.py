@@ -4,34 +4,30 @@ runs a request's coroutine to completion.
 The engine owns the Lua side of a request and nothing else: it never reads
 FastCGI records nor resolves script paths (the server did both).  All of the
 ngx API lives in ``ngx.lua``; Python is crossed once per resume, to perform
-the I/O a coroutine yielded (sleep, write, body read), and for hashing and
-logging.
+the I/O a coroutine yielded (sleep, write, body read: the command table of
+``commands.py``), and for hashing (``strings.py``) and logging.  Loading
+fcgi-lua's Lua files is ``loader.py``'s; sockets are ``cosocket/``'s.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import fnmatch
-import hashlib
-import hmac
 import importlib
 import itertools
 import logging
 import os
-import re
 import time
-import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from fcgi_lua import __version__, deadlines, limits, metrics
-from fcgi_lua.body import Body, BodyError, BodyStorageError
-from fcgi_lua.forms import Multipart, MultipartError
+from fcgi_lua.body import Body
+from fcgi_lua.forms import Multipart
 from fcgi_lua.http import error_page, error_response, header_block, reason_phrase
-from fcgi_lua.lua import cosocket, guards, regex, scheduler
+from fcgi_lua.lua import cosocket, guards, regex, scheduler, strings
 from fcgi_lua.lua.codecache import DEFAULT_RECOMPILE, CodeCache, LuaCompileError, Recompile
+from fcgi_lua.lua.commands import COMMANDS, body_failure
 from fcgi_lua.lua.loader import load_chunk
 from fcgi_lua.lua.runtimes import DEFAULT_RUNTIME, c_module_dir, is_luajit, new_runtime
 from fcgi_lua.lua.shared_dicts import install as install_shared_dicts
@@ -59,8 +55,6 @@ _LOG_LEVELS = (
     logging.DEBUG,  # DEBUG
 )
 _LOG_NAMES = b"stderr emerg alert crit error warn notice info debug".split()
-
-_BASE64 = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
 
 
 class LuaRequest(Protocol):
@@ -113,44 +107,6 @@ class LuaInitError(Exception):
     config key, then the file and line (and the Lua traceback)."""
 
 
-def _md5(s: bytes) -> bytes:
-    return hashlib.md5(s).hexdigest().encode()
-
-
-def _md5_bin(s: bytes) -> bytes:
-    return hashlib.md5(s).digest()
-
-
-def _sha1_bin(s: bytes) -> bytes:
-    return hashlib.sha1(s).digest()
-
-
-def _hmac_sha1(key: bytes, s: bytes) -> bytes:
-    return hmac.digest(key, s, "sha1")
-
-
-def _crc32(s: bytes) -> int:
-    return zlib.crc32(s)
-
-
-def _encode_base64(s: bytes, no_padding: bool) -> bytes:
-    encoded = base64.b64encode(s)
-    return encoded.rstrip(b"=") if no_padding else encoded
-
-
-def _decode_base64(s: bytes) -> bytes | None:
-    # nginx's ngx_decode_base64: padding optional, anything else invalid.
-    if not _BASE64.fullmatch(s):
-        return None
-    s = s.rstrip(b"=")
-    if len(s) % 4 == 1:
-        return None
-    try:
-        return base64.b64decode(s + b"=" * (-len(s) % 4))
-    except binascii.Error:
-        return None
-
-
 def _ngx_log_level() -> int:
     """The ngx.* level (ngx.ERR ...) of what fcgi-lua's Lua log lets through."""
     level = log.getEffectiveLevel()
@@ -181,100 +137,6 @@ def _is_head(params: Sequence[tuple[bytes, bytes]]) -> bool:
         if name == b"REQUEST_METHOD":
             return value == b"HEAD"
     return False
-
-
-_Command = Callable[[LuaRequest, OutputSink, Any], Awaitable[Any]]
-
-
-_SLEEPS: list[deadlines.Deadlines] = []  # the worker loop's heap, looked up once
-
-
-async def _do_sleep(request: LuaRequest, sink: OutputSink, seconds: Any) -> Any:
-    # deadlines.current() is a getpid() syscall (asyncio.get_running_loop)
-    if not _SLEEPS or not _SLEEPS[0].loop().is_running():
-        _SLEEPS[:] = [deadlines.current()]
-    await _SLEEPS[0].sleep(seconds)
-    return None
-
-
-async def _do_write(request: LuaRequest, sink: OutputSink, data: Any) -> Any:
-    await sink.write(data)
-    return 1
-
-
-def _body_failure(request: LuaRequest, exc: BodyError) -> dict[bytes, Any]:
-    # The script's read ends the request with this status, as in nginx.
-    level = logging.ERROR if exc.status >= 500 else logging.WARNING
-    log.log(level, "%s: %s; %d", request.script_path, exc, exc.status)
-    return {b"status": exc.status, b"err": str(exc).encode("utf-8", "replace")}
-
-
-async def _do_read_body(request: LuaRequest, sink: OutputSink, arg: Any) -> Any:
-    # -> {data = string} | {file = path} | {status = 413, err = ...}
-    try:
-        await request.wait_body()
-    except BodyError as exc:
-        return _body_failure(request, exc)
-    path = request.body_path
-    if path is not None:
-        return {b"file": os.fsencode(path)}
-    return {b"data": request.body_data or b""}
-
-
-async def _do_discard_body(request: LuaRequest, sink: OutputSink, arg: Any) -> Any:
-    request.discard_body()
-    return None
-
-
-async def _do_req_socket(request: LuaRequest, sink: OutputSink, owner: Any) -> Any:
-    # ngx.req.socket() -> the handle of the body's reader | {err = ...}
-    refused = request.stream_body()
-    if refused is not None:
-        return {b"err": refused.encode()}
-    handle = cosocket.open_body_reader(owner, request.body)
-    return {b"handle": handle} if handle is not None else {b"err": b"no request found"}
-
-
-async def _do_multipart(request: LuaRequest, sink: OutputSink, max_parts: Any) -> Any:
-    # -> {fields = {name = value | {values}}, files = {...}, truncated = bool}
-    #    | {err = "..."} (a malformed body) | {status = N} (no body to parse)
-    try:
-        form = await request.multipart(int(max_parts))
-    except BodyError as exc:
-        return _body_failure(request, exc)
-    except MultipartError as exc:
-        log.info("%s: %s", request.script_path, exc)
-        return {b"err": str(exc).encode("utf-8", "replace")}
-    except OSError as exc:
-        return _body_failure(request, BodyStorageError(f"cannot store an upload: {exc}"))
-    fields = {
-        name: values[0] if len(values) == 1 else values for name, values in form.fields.items()
-    }
-    files = [
-        {
-            b"name": f.name,
-            b"filename": f.filename,
-            b"content_type": f.content_type,
-            b"size": f.size,
-            b"path": os.fsencode(f.path),
-        }
-        for f in form.files
-    ]
-    return {b"fields": fields, b"files": files, b"truncated": form.truncated}
-
-
-# What a coroutine may yield (ngx.lua's `co_yield(IO, cmd, arg)`), and how
-# Python performs it.
-COMMANDS: dict[bytes, _Command] = {
-    b"sleep": _do_sleep,
-    b"write": _do_write,
-    b"read_body": _do_read_body,
-    b"discard_body": _do_discard_body,
-    b"multipart": _do_multipart,
-    b"req_socket": _do_req_socket,  # ngx.req.socket (socket.lua)
-    b"cosocket": cosocket.perform,  # ngx.socket.* waits (socket.lua)
-    b"park": scheduler.perform_park,  # ngx.semaphore waits (thread.lua)
-}
 
 
 class _TimerOrigin:
@@ -410,13 +272,7 @@ class LuaEngine:
                 b"update_time": time.time,
                 b"params": self._params,
                 b"body_now": self._body_now,
-                b"md5": _md5,
-                b"md5_bin": _md5_bin,
-                b"sha1_bin": _sha1_bin,
-                b"hmac_sha1": _hmac_sha1,
-                b"crc32": _crc32,
-                b"encode_base64": _encode_base64,
-                b"decode_base64": _decode_base64,
+                **strings.FUNCTIONS,
                 b"reasons": lua.table_from(
                     {code: reason_phrase(code).encode("ascii") for code in range(100, 1000)}
                 ),
@@ -538,7 +394,7 @@ class LuaEngine:
         if not body.settled:
             return None
         if body.error is not None and not body.discarded:
-            return self._lua.table_from(_body_failure(request, body.error))
+            return self._lua.table_from(body_failure(request, body.error))
         path = request.body_path
         if path is not None:
             return self._lua.table_from({b"file": os.fsencode(path)})
