@@ -19,8 +19,8 @@ from fcgi_lua.lua.runtimes import DEFAULT_RUNTIME, RUNTIMES, UnknownRuntimeError
 
 if TYPE_CHECKING:
     from fcgi_lua.lua.codecache import CodeCache, LuaCompileError
+    from fcgi_lua.lua.commands import COMMANDS
     from fcgi_lua.lua.engine import (
-        COMMANDS,
         DEFAULT_CONTENT_TYPE,
         LuaEngine,
         LuaInitError,
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     )
 
 _LAZY = {
-    "COMMANDS": "fcgi_lua.lua.engine",
+    "COMMANDS": "fcgi_lua.lua.commands",
     "DEFAULT_CONTENT_TYPE": "fcgi_lua.lua.engine",
     "LuaEngine": "fcgi_lua.lua.engine",
     "LuaInitError": "fcgi_lua.lua.engine",
