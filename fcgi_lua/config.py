@@ -17,27 +17,26 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+# Each default and registry is defined once, by the module that owns it.
 from fcgi_lua.errorlog import DEFAULT_LOG_MAX_LINE, DEFAULT_LOG_REPEAT_LIMIT, MIN_LOG_MAX_LINE
+from fcgi_lua.fastcgi import DEFAULT_MAX_PARAMS_BYTES, DEFAULT_MAX_PARAMS_COUNT
 from fcgi_lua.limits import (
     DEFAULT_LUA_MEMORY_LIMIT,
+    DEFAULT_MAX_INSTRUCTIONS,
+    DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_SLOW_RESUME_WARNING,
     DEFAULT_WORKER_MEMORY_LIMIT,
     check_clients,
 )
+from fcgi_lua.lua.codecache import DEFAULT_RECOMPILE, DEFAULT_RECOMPILE_INTERVAL, RECOMPILE_POLICIES
+from fcgi_lua.lua.runtimes import DEFAULT_RUNTIME, RUNTIMES
+from fcgi_lua.lua.scheduler import DEFAULT_MAX_PENDING_TIMERS, DEFAULT_MAX_RUNNING_TIMERS
 
-RUNTIMES = ("luajit21", "luajit20", "lua51", "lua52", "lua53", "lua54", "lua55")
-RECOMPILE_POLICIES = ("mtime", "always", "never")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 class ConfigError(Exception):
     """A bad option: the message names the key and its source."""
-
-
-def _default_runtime() -> str:
-    # Imported lazily so `fcgi-lua --help` does not load a Lua VM.
-    from fcgi_lua.lua import DEFAULT_RUNTIME
-
-    return str(DEFAULT_RUNTIME)
 
 
 MAX_WORKERS = 256
@@ -77,16 +76,13 @@ class Config:
     allowed_clients: list[str] = field(default_factory=list)
     extensions: list[str] = field(default_factory=lambda: [".lua"])
     lua_runtime: str = ""
-    recompile: str = "mtime"
+    recompile: str = DEFAULT_RECOMPILE
     # recompile = "mtime": look at a script's mtime at most this often
     # (seconds; 0: every request), like PHP's opcache.revalidate_freq.
-    recompile_interval: float = 1.0
-    # nginx's default large_client_header_buffers allow 4 x 8k of headers;
-    # 64 KiB of params leaves room for that plus the CGI variables.
-    max_params_bytes: int = 65536
-    # nginx's default fastcgi_params are ~20 names; 1000 covers any
-    # plausible header count while bounding the work a peer can cause.
-    max_params_count: int = 1000
+    recompile_interval: float = DEFAULT_RECOMPILE_INTERVAL
+    # Why these: fcgi_lua/fastcgi/_limits.py.
+    max_params_bytes: int = DEFAULT_MAX_PARAMS_BYTES
+    max_params_count: int = DEFAULT_MAX_PARAMS_COUNT
     # Bodies above this get 413 without being stored (nginx's default is 1m).
     client_max_body_size: int = 1024 * 1024
     # Bodies up to this size stay in memory, larger ones go to a temp file.
@@ -98,7 +94,20 @@ class Config:
     client_body_temp_path: str = ""
     # Answered to FCGI_GET_VALUES; FCGI_MAX_REQS is also the cap on
     # requests in flight per worker: beyond it a request gets 503.
+    # max_conns is also the cap on open connections per worker (lowered at
+    # start to leave a quarter of RLIMIT_NOFILE to cosockets and files: at
+    # the descriptor limit libuv accepts and closes a connection silently).
     max_conns: int = 1024
+    # A connection with no request in progress is closed after this many
+    # seconds of silence: longer than nginx's upstream keepalive_timeout
+    # (60 s), so nginx, which knows when it reuses one, closes first.
+    idle_timeout: float = 75.0
+    # A request whose records stop coming before its params and body are
+    # complete, or a front server that stops reading our responses: closed
+    # after this many seconds without progress (nginx's
+    # fastcgi_read_timeout and send_timeout are 60 s).  0 turns each off.
+    read_timeout: float = 60.0
+    write_timeout: float = 60.0
     # Pending connections the kernel queues per listening socket (capped by
     # net.core.somaxconn): a burst of connects beyond it fails at once.
     backlog: int = 4096
@@ -123,15 +132,22 @@ class Config:
     # between two yields) runs longer than this many seconds: a blocking
     # call stalls the whole worker.  0 disables it (why 0.1: lua/engine.py,
     # DEFAULT_SLOW_RESUME_WARNING).
-    slow_resume_warning: float = 0.1
+    slow_resume_warning: float = DEFAULT_SLOW_RESUME_WARNING
     # ngx.timer limits per worker, lua-nginx-module's defaults
     # (lua_max_pending_timers, lua_max_running_timers): a script that
     # creates timers in a loop cannot exhaust the worker.
-    max_pending_timers: int = 1024
-    max_running_timers: int = 256
+    max_pending_timers: int = DEFAULT_MAX_PENDING_TIMERS
+    max_running_timers: int = DEFAULT_MAX_RUNNING_TIMERS
     # A connection stops being read while more than this many bytes of
     # its responses wait in the socket's write buffer.
     write_buffer_high: int = 256 * 1024
+    # Bytes of a request's output ngx.print/ngx.say may hold before the
+    # front server has them: past write_buffer_high they are sent and the
+    # script waits like ngx.flush(true); only where it cannot wait (a
+    # runtime without coroutine.isyieldable, a C callback) does output
+    # pile up, and past this the request fails.  16 MB is far more than a
+    # page built in memory, and bounds max_reqs stuck requests.
+    output_buffer_limit: int = 16 * 1024 * 1024
     # CGI mode (docs/cgi.md): scripts whose path relative to root matches
     # one of these globs, or whose first line is a "#!...lua" shebang.
     cgi_patterns: list[str] = field(default_factory=lambda: ["*.cgi.lua", "cgi-bin/*"])
@@ -141,8 +157,8 @@ class Config:
     lua_package_path: str = ""
     lua_package_cpath: str = ""
     # Limits (why these defaults: fcgi_lua/limits.py); 0 turns each off.
-    max_instructions: int = 100_000_000
-    request_timeout: float = 60.0
+    max_instructions: int = DEFAULT_MAX_INSTRUCTIONS
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
     # PUC Lua's allocator enforces it, LuaJIT's soft limit checks it
     # (docs/runtimes.md); the master kills a worker past worker_memory_limit.
     lua_memory_limit: int = DEFAULT_LUA_MEMORY_LIMIT
@@ -150,6 +166,9 @@ class Config:
     # Remove os.execute, io.popen, debug...; confine files to root and the
     # require path (docs/lua-api.md, "Limits and sandbox").
     sandbox: bool = False
+    # Directories a sandboxed script may write under (never the package
+    # path); [] is nowhere.
+    sandbox_write_paths: list[str] = field(default_factory=list)
     # ngx.shared.DICT zones, name -> size in bytes (nginx's lua_shared_dict),
     # shared by every worker; kept in one LMDB store under shared_dict_path
     # ("" is a directory in the system temp dir keyed by user and listen).
@@ -317,7 +336,15 @@ def _check_log_max_line(value: int) -> str | None:
 
 
 def _check_runtime(value: str) -> str | None:
-    return None if not value or value in RUNTIMES else f"must be one of {', '.join(RUNTIMES)}"
+    names = sorted(RUNTIMES)
+    return None if not value or value in RUNTIMES else f"must be one of {', '.join(names)}"
+
+
+def _check_write_paths(value: list[str]) -> str | None:
+    for path in value:
+        if not os.path.isabs(path) or not os.path.isdir(path):
+            return f"{path}: not an absolute path to a directory"
+    return None
 
 
 OPTIONS: dict[str, Option] = {
@@ -338,6 +365,9 @@ OPTIONS: dict[str, Option] = {
         Option("client_body_buffer_size", int, _positive, read="size"),
         Option("client_body_temp_path", str, _check_temp_path),
         Option("max_conns", int, _positive),
+        Option("idle_timeout", float, _not_negative),
+        Option("read_timeout", float, _not_negative),
+        Option("write_timeout", float, _not_negative),
         Option("backlog", int, _positive),
         Option("max_reqs", int, _positive),
         Option("log_level", str, _one_of(LOG_LEVELS)),
@@ -352,6 +382,7 @@ OPTIONS: dict[str, Option] = {
         Option("max_pending_timers", int, _positive),
         Option("max_running_timers", int, _positive),
         Option("write_buffer_high", int, _positive, read="size"),
+        Option("output_buffer_limit", int, _not_negative, read="size"),
         Option("cgi_patterns", list),
         Option("cgi_shebang", bool),
         Option("lua_package_path", str),
@@ -361,6 +392,7 @@ OPTIONS: dict[str, Option] = {
         Option("lua_memory_limit", int, _check_memory_limit, read="size"),
         Option("worker_memory_limit", int, _check_memory_limit, read="size"),
         Option("sandbox", bool),
+        Option("sandbox_write_paths", list, _check_write_paths),
         Option("socket_owner", str),
         Option("socket_group", str),
         Option("allowed_clients", list, check_clients),
@@ -503,7 +535,7 @@ def load(path: str | None = None, overrides: Mapping[str, Any] | None = None) ->
     if overrides:
         apply(values, sources, overrides, "command line")
     if not values.get("lua_runtime"):
-        values["lua_runtime"] = _default_runtime()
+        values["lua_runtime"] = DEFAULT_RUNTIME
     config = Config(**values)
     # a key left at its default is blamed on where the options came from
     for name in OPTIONS:

@@ -1,11 +1,13 @@
 """Limits that protect a worker from its scripts, and the sandbox switch.
 
-This module owns the defaults (each with its reason), the Lua side of the
+This module owns the defaults (each with its reason), the sandbox's path
+policy (``PathConfinement``), the worker's RSS check and the check of a
+TCP peer against ``allowed_clients``.  Loading the Lua side of the
 instruction budget (``lua/limits.lua``) and of the sandbox
-(``lua/sandbox.lua``), and the check of a TCP peer against
-``allowed_clients``.  It never runs a request: the engine and the server
-call in here.  docs/lua-api.md ("Limits and sandbox") and docs/runtimes.md
-say what each runtime guarantees.
+(``lua/sandbox.lua``) into a VM is ``fcgi_lua.lua.guards``'s.  It never
+runs a request: the engine and the server call in here.
+docs/lua-api.md ("Limits and sandbox") and docs/runtimes.md say what each
+runtime guarantees.
 """
 
 from __future__ import annotations
@@ -14,9 +16,7 @@ import fnmatch
 import ipaddress
 import logging
 import os
-import tempfile
 from collections.abc import Iterable
-from importlib import resources
 from typing import Any
 
 log = logging.getLogger("fcgi_lua.limits")
@@ -41,6 +41,12 @@ HOOK_INTERVAL = 10_000
 # fastcgi_read_timeout (60 s) of silence; ending the request at the same
 # point frees its coroutine and sockets instead of working for nobody.
 DEFAULT_REQUEST_TIMEOUT = 60.0
+
+# A resume (the Lua code a request runs between two yields) longer than this
+# is logged: it held up every other request of the worker that long.  A
+# script's resume normally takes microseconds; 100 ms is a stall users see,
+# and well above what a busy machine's scheduling adds.  0 disables it.
+DEFAULT_SLOW_RESUME_WARNING = 0.1
 
 # Bytes of Lua memory one worker's VM may hold (0: unlimited).  The VM
 # needs about 0.6 MB for the API, a request a few KB to a few hundred KB;
@@ -79,20 +85,6 @@ MEMORY_RECYCLE_SHARE = 0.8
 MEMORY_FULL_SHARE = 0.9
 
 
-def install_limits(lua: Any, max_instructions: int, soft_memory_limit: int) -> Any:
-    """Load ``limits.lua`` into a fresh VM, before the prelude; returns its
-    ``bind(context_fn)``.  ``soft_memory_limit`` (bytes, 0: none) is
-    LuaJIT's lua_memory_limit, checked by the hook, at resumes and by the
-    allocating builtins.  On LuaJIT this turns the JIT compiler off."""
-    source = resources.files("fcgi_lua.lua").joinpath("limits.lua").read_bytes()
-    loaded = lua.eval(b"loadstring or load")(source, b"@limits.lua")
-    chunk, err = loaded if isinstance(loaded, tuple) else (loaded, None)
-    if chunk is None:
-        raise RuntimeError(f"cannot load limits.lua: {err!r}")
-    step = min(HOOK_INTERVAL, max_instructions) if max_instructions else HOOK_INTERVAL
-    return chunk(max_instructions, step, soft_memory_limit / 1024)[b"bind"]
-
-
 def resident_bytes(pid: int) -> int | None:
     """A process's resident set size, from /proc (Linux); None when it
     cannot be read (gone, or no /proc)."""
@@ -105,42 +97,6 @@ def resident_bytes(pid: int) -> int | None:
 
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-
-def install_sandbox(
-    lua: Any,
-    root: str,
-    package_path: str,
-    body_temp_dir: str = "",
-    *,
-    write_paths: Iterable[str] = (),
-    private_paths: Iterable[str] = (),
-    extensions: Any = None,
-) -> None:
-    """Load ``sandbox.lua``: the VM's shared globals lose os.execute,
-    io.popen, debug, ffi...; a script reads files only under ``root`` and
-    the directories of ``package_path`` (and its own request's body
-    files), writes only under ``write_paths``, never under the package
-    path, and never touches ``private_paths`` (fcgi-lua's own files: the
-    shared-dict store, the metrics directory) nor the other requests'
-    body files in ``body_temp_dir``.  ``extensions`` is ngx.lua's hook
-    table (the running request's own body files)."""
-    source = resources.files("fcgi_lua.lua").joinpath("sandbox.lua").read_bytes()
-    loaded = lua.eval(b"loadstring or load")(source, b"@sandbox.lua")
-    chunk, err = loaded if isinstance(loaded, tuple) else (loaded, None)
-    if chunk is None:
-        raise RuntimeError(f"cannot load sandbox.lua: {err!r}")
-    modules = package_dirs(package_path)
-    temps = {body_temp_dir or tempfile.gettempdir(), tempfile.gettempdir()}
-    confinement = PathConfinement(
-        read=[root, *modules],
-        write=write_paths,
-        # A module plant: nothing written where require looks.  Body files
-        # are the request's own (sandbox.lua lets those through by name).
-        deny_write=[*modules, *package_files(package_path)],
-        deny=[*private_paths, *(os.path.join(t, OWN_FILES) for t in temps)],
-    )
-    chunk(confinement.allows_read, confinement.allows_write, extensions)
 
 
 def private_paths(shared_dicts: Any = None) -> list[str]:

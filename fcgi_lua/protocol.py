@@ -64,12 +64,16 @@ class FastCGIProtocol(asyncio.Protocol):
         "_input_open",
         "_linger_timer",
         "_ready",
+        "_received",
         "_requests",
+        "_seen",
+        "_unsent",
         "closed",
         "codec",
         "family",
         "flow",
         "lingering",
+        "quiet_since",
         "server",
         "transport",
     )
@@ -92,6 +96,13 @@ class FastCGIProtocol(asyncio.Protocol):
         self._input_open = 0
         self._corked: list[bytes] = []
         self._corked_size = 0
+        # For the timeouts (Server.sweep, once a second): data_received
+        # counts, the sweep notes when the count last moved.  Nothing else
+        # is paid per request.
+        self._received = 0
+        self._seen = 0
+        self.quiet_since = server.sweep_time
+        self._unsent = 0  # the write buffer's size at the last sweep
 
     @property
     def peer(self) -> str:
@@ -119,11 +130,22 @@ class FastCGIProtocol(asyncio.Protocol):
                 self.closed = True
                 transport.abort()
                 return
-        self.server.connections.add(self)
+        server = self.server
+        if len(server.connections) >= server.max_conns and not server.make_room():
+            log.warning(
+                "connection from %s refused: %d connections open (max_conns), none idle",
+                self.peer,
+                len(server.connections),
+            )
+            self.closed = True
+            transport.close()
+            return
+        server.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
         if self.lingering:
             return  # after our last END_REQUEST: read and drop
+        self._received += 1
         self.codec.receive_data(data)
         self._process()
 
@@ -280,6 +302,71 @@ class FastCGIProtocol(asyncio.Protocol):
     @property
     def idle(self) -> bool:
         return not self._requests and not self.codec.active_request_ids
+
+    # -- timeouts (Server.sweep) ---------------------------------------------
+
+    def quiet_for(self, now: float) -> float:
+        """Seconds since this connection last received bytes, as seen by the
+        sweeps (to a sweep's interval)."""
+        if self._received != self._seen:
+            self._seen = self._received
+            self.quiet_since = now
+        return now - self.quiet_since
+
+    @property
+    def waiting_for_input(self) -> bool:
+        """A request's params or body is incomplete while we read: the peer
+        owes us records (not a body the script has not read yet, for
+        which we stopped reading ourselves)."""
+        flow = self.flow
+        if flow is not None and flow.body_pauses:
+            return False
+        requests = self._requests
+        for request_id in self.codec.active_request_ids:
+            responder = requests.get(request_id)
+            if responder is None or not responder.request.body_complete:
+                return True
+        return False
+
+    def check_timeouts(self, now: float) -> None:
+        """Close this connection if it was idle, stalled or not read from
+        for longer than its timeouts (called once a sweep)."""
+        if self.closed or self.lingering or self.transport is None:
+            return
+        config = self.server.config
+        quiet = self.quiet_for(now)
+        flow = self.flow
+        if flow is not None and flow.write_paused:
+            unsent = self.transport.get_write_buffer_size()
+            if unsent < self._unsent or not self._unsent:
+                self._unsent = unsent
+                self.quiet_since = now  # the peer reads: not stalled
+                return
+            if config.write_timeout and quiet >= config.write_timeout:
+                log.warning(
+                    "front server %s read none of %d bytes of responses for %.0f s "
+                    "(write_timeout); closing the connection",
+                    self.peer,
+                    unsent,
+                    quiet,
+                )
+                self.transport.abort()  # connection_lost aborts its requests
+            return
+        self._unsent = 0
+        if self.idle:
+            if config.idle_timeout and quiet >= config.idle_timeout:
+                log.debug("closing %s: idle for %.0f s (idle_timeout)", self.peer, quiet)
+                self.close_gracefully()
+        elif not self.waiting_for_input:
+            self.quiet_since = now  # a script runs: its time is request_timeout's
+        elif config.read_timeout and quiet >= config.read_timeout:
+            log.warning(
+                "front server %s sent nothing for %.0f s in the middle of a request "
+                "(read_timeout); closing the connection",
+                self.peer,
+                quiet,
+            )
+            self.transport.abort()  # connection_lost aborts its requests
 
     # -- events --------------------------------------------------------------
 

@@ -34,6 +34,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fcgi_lua.server")
 
+# Output larger than this is handed to the connection in slices of it, each
+# once the front server has read the one before (write_buffer_high's
+# default): a client that stops reading pins one slice, not the response.
+OUTPUT_SLICE = 256 * 1024
+
 
 class Sink:
     """Where one request's output goes: STDOUT/STDERR records on its connection."""
@@ -69,8 +74,12 @@ class Sink:
                 data = without_content_length(data)
             self.first = data[:16]
         self.sent += len(data)
-        conn.write(conn.codec.send(fastcgi.Stdout(self._request_id, data)))
         flow = conn.flow
+        if len(data) > OUTPUT_SLICE and flow is not None:
+            piece = data[:OUTPUT_SLICE]
+            conn.write(conn.codec.send(fastcgi.Stdout(self._request_id, piece)))
+            return self._write_rest(data, flow)
+        conn.write(conn.codec.send(fastcgi.Stdout(self._request_id, data)))
         if flow is not None and flow.write_paused:
             return _drained(flow)
         return None
@@ -79,6 +88,21 @@ class Sink:
         waiting = self.write_nowait(data)
         if waiting is not None:
             await waiting
+
+    async def _write_rest(self, data: bytes, flow: FlowControl) -> None:
+        """A large write goes out a slice at a time, each once the front
+        server drained the last: the transport never holds all of it."""
+        conn = self._conn
+        view = memoryview(data)
+        for start in range(OUTPUT_SLICE, len(data), OUTPUT_SLICE):
+            if flow.write_paused:
+                await _drained(flow)
+            if conn.closed:
+                raise ConnectionGone("front server closed the connection")
+            piece = bytes(view[start : start + OUTPUT_SLICE])
+            conn.write(conn.codec.send(fastcgi.Stdout(self._request_id, piece)))
+        if flow.write_paused:
+            await _drained(flow)
 
     def stderr(self, data: bytes) -> None:
         conn = self._conn

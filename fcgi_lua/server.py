@@ -20,6 +20,7 @@ import functools
 import gc
 import logging
 import os
+import resource
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -51,6 +52,32 @@ DRAIN_FORCE_SECONDS = 2.0
 TRIM_AFTER_PEAK = 256
 TRIM_IDLE_SECONDS = 1.0
 
+# How often the connections' timeouts (idle_timeout, read_timeout,
+# write_timeout) are checked: one timer per worker, none per request or
+# connection, so a timeout fires up to this much late.
+SWEEP_SECONDS = 1.0
+# At RLIMIT_NOFILE libuv accepts and closes new connections itself,
+# silently: max_conns is lowered to leave this share of the descriptors
+# (at least FD_RESERVE_MIN) to cosockets, files and the rest.
+FD_RESERVE_SHARE = 4
+FD_RESERVE_MIN = 32
+
+
+def connection_limit(configured: int) -> int:
+    """max_conns, lowered to fit RLIMIT_NOFILE with room to spare."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return configured
+    room = soft - max(soft // FD_RESERVE_SHARE, FD_RESERVE_MIN)
+    return max(1, min(configured, room))
+
+
+def open_descriptors() -> int:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return 0
+
 
 def _load_malloc_trim() -> Callable[[int], int] | None:
     try:
@@ -65,9 +92,19 @@ _malloc_trim = _load_malloc_trim()
 
 
 class Engine(Protocol):
+    """What the server calls of its engine (fcgi_lua.lua.LuaEngine)."""
+
     def start(self, request: Request, sink: Any) -> Awaitable[None] | None:
         """Run ``request`` up to its first wait, writing to ``sink``: None
         if it ended there, else what finishes it (awaited in a task)."""
+        ...
+
+    def traceback(self, request: Request) -> str | None:
+        """Where a running request's code is now (the slow-request log)."""
+        ...
+
+    def collect_garbage(self) -> int:
+        """A full collection of the script heap (after a burst)."""
         ...
 
 
@@ -85,6 +122,9 @@ class Server:
             max_params_count=config.max_params_count,
         )
         self.connections: set[FastCGIProtocol] = set()
+        self.max_conns = connection_limit(config.max_conns)
+        self._sweeper: asyncio.TimerHandle | None = None
+        self.sweep_time = 0.0  # loop.time() of the last sweep
         self.tasks: set[asyncio.Task[None]] = set()
         self._servers: list[asyncio.AbstractServer] = []
         self._unix_paths: list[str] = []
@@ -161,8 +201,7 @@ class Server:
 
     def report_slow(self, request: Request, began: float) -> None:
         """slow_request_threshold passed: say where the request's Lua is."""
-        traceback = getattr(self.engine, "traceback", None)
-        where = traceback(request) if traceback is not None else None
+        where = self.engine.traceback(request)
         log.warning(
             "%s: slow request, running for %.3f s (slow_request_threshold %g s)%s",
             request.script_path,
@@ -209,9 +248,7 @@ class Server:
         """
         if self.tasks:
             return
-        collect_lua = getattr(self.engine, "collect_garbage", None)
-        if collect_lua is not None:
-            collect_lua()  # first: the Lua heap's garbage goes back to malloc
+        self.engine.collect_garbage()  # first: the Lua heap's garbage goes back to malloc
         gc.collect()
         if _malloc_trim is not None:
             _malloc_trim(0)
@@ -235,6 +272,64 @@ class Server:
                 server = await loop.create_server(protocol, sock=sock, backlog=self.config.backlog)
             self._servers.append(server)
             log.info("listening on %s", describe_socket(sock))
+        if self.max_conns < self.config.max_conns:
+            log.info(
+                "max_conns lowered to %d to fit RLIMIT_NOFILE (%d)",
+                self.max_conns,
+                resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+            )
+        if self._sweeper is None:
+            self.sweep_time = loop.time()
+            self._sweeper = loop.call_later(SWEEP_SECONDS, self._sweep)
+
+    # -- bounded connections ------------------------------------------------------
+
+    def make_room(self) -> bool:
+        """max_conns connections are open: close the one idle longest (a
+        front server's keepalive pool holds connections it may not need);
+        False if none is idle."""
+        oldest: FastCGIProtocol | None = None
+        for conn in self.connections:
+            if (
+                conn.idle
+                and not conn.lingering
+                and not conn.closed
+                and (oldest is None or conn.quiet_since < oldest.quiet_since)
+            ):
+                oldest = conn
+        if oldest is None:
+            return False
+        log.warning(
+            "%d connections open (max_conns=%d): closing the one idle longest (%s)",
+            len(self.connections),
+            self.max_conns,
+            oldest.peer,
+        )
+        self.connections.discard(oldest)  # its descriptor goes at once
+        oldest.close()
+        return True
+
+    def _sweep(self) -> None:
+        """Once a second: the connections' timeouts, and the descriptors."""
+        loop = self.loop()
+        now = self.sweep_time = loop.time()
+        for conn in list(self.connections):
+            conn.check_timeouts(now)
+        if len(self.connections) * 2 > self.max_conns:
+            self._check_descriptors()
+        self._sweeper = loop.call_later(SWEEP_SECONDS, self._sweep)
+
+    def _check_descriptors(self) -> None:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        used = open_descriptors()
+        if soft != resource.RLIM_INFINITY and used >= soft - FD_RESERVE_MIN // 2:
+            log.warning(
+                "%d of %d descriptors open (RLIMIT_NOFILE), %d of them connections: "
+                "new connections are closed unanswered at the limit",
+                used,
+                soft,
+                len(self.connections),
+            )
 
     def _open_connections(self) -> bool:
         return any(not conn.lingering for conn in self.connections)
@@ -278,5 +373,8 @@ class Server:
             await asyncio.wait(pending, timeout=1.0)
         for conn in list(self.connections):
             conn.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for server in self._servers:
             await server.wait_closed()

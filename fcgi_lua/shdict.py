@@ -713,21 +713,6 @@ class SharedDicts:
         return freed
 
 
-def install(lua: Any, store: SharedDicts | None) -> None:
-    """Load shdict.lua into ``lua`` (after ngx.lua): ``ngx.shared``, empty
-    when no zone is configured (as in nginx)."""
-    from importlib import resources
-
-    source = resources.files("fcgi_lua.lua").joinpath("shdict.lua").read_bytes()
-    loaded = lua.eval(b"loadstring or load")(source, b"@shdict.lua")
-    chunk, err = loaded if isinstance(loaded, tuple) else (loaded, None)
-    if chunk is None:
-        raise RuntimeError(f"cannot load shdict.lua: {err!r}")
-    functions = store.functions(lua.table_from) if store is not None else {}
-    ids = {name.encode(): zid for name, zid in store.ids.items()} if store is not None else {}
-    chunk(lua.table_from(functions), lua.table_from(ids))
-
-
 def store_path(configured: str, listen: list[str]) -> str:
     """``shared_dict_path``, or the default directory for these addresses."""
     return configured or default_path(listen)

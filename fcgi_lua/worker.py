@@ -47,29 +47,7 @@ def make_engine(config: Config, worker_id: int = 0) -> Any:
     # The Lua VM is created here, in the process that serves (after any fork).
     from fcgi_lua.lua import LuaEngine
 
-    engine = LuaEngine(
-        runtime=config.lua_runtime,
-        recompile=config.recompile,  # type: ignore[arg-type]  # validated by Config
-        recompile_interval=config.recompile_interval,
-        debug=config.debug,
-        log_to_stderr=config.log_to_fcgi_stderr,
-        worker_id=worker_id,
-        worker_count=config.workers,
-        root=config.root,
-        cgi_patterns=config.cgi_patterns,
-        cgi_shebang=config.cgi_shebang,
-        lua_package_path=config.lua_package_path,
-        lua_package_cpath=config.lua_package_cpath,
-        slow_resume_warning=config.slow_resume_warning,
-        max_pending_timers=config.max_pending_timers,
-        max_running_timers=config.max_running_timers,
-        max_instructions=config.max_instructions,
-        request_timeout=config.request_timeout,
-        lua_memory_limit=config.lua_memory_limit,
-        sandbox=config.sandbox,
-        body_temp_dir=config.client_body_temp_path,
-        shared_dicts=_open_shared_dicts(config),
-    )
+    engine = LuaEngine.from_config(config, worker_id, _open_shared_dicts(config))
     # OpenResty's init_by_lua_file, then init_worker_by_lua_file: called
     # with the loop running (its timers need it), before any request.  A
     # failed init_script raises LuaInitError: the worker must not serve.

@@ -4,41 +4,39 @@ runs a request's coroutine to completion.
 The engine owns the Lua side of a request and nothing else: it never reads
 FastCGI records nor resolves script paths (the server did both).  All of the
 ngx API lives in ``ngx.lua``; Python is crossed once per resume, to perform
-the I/O a coroutine yielded (sleep, write, body read), and for hashing and
-logging.
+the I/O a coroutine yielded (sleep, write, body read: the command table of
+``commands.py``), and for hashing (``strings.py``) and logging.  Loading
+fcgi-lua's Lua files is ``loader.py``'s; sockets are ``cosocket/``'s.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import fnmatch
-import hashlib
-import hmac
 import importlib
 import itertools
 import logging
 import os
-import re
 import time
-import zlib
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from importlib import resources
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from fcgi_lua import __version__, deadlines, limits, metrics, shdict
-from fcgi_lua.body import Body, BodyError, BodyStorageError
-from fcgi_lua.forms import Multipart, MultipartError
+from fcgi_lua import __version__, deadlines, limits, metrics
+from fcgi_lua.body import Body
+from fcgi_lua.forms import Multipart
 from fcgi_lua.http import error_page, error_response, header_block, reason_phrase
-from fcgi_lua.lua import cosocket, regex, scheduler
+from fcgi_lua.lua import cosocket, guards, regex, scheduler, strings
+from fcgi_lua.lua.codecache import DEFAULT_RECOMPILE, CodeCache, LuaCompileError, Recompile
+from fcgi_lua.lua.commands import COMMANDS, body_failure
+from fcgi_lua.lua.loader import load_chunk
 from fcgi_lua.lua.runtimes import DEFAULT_RUNTIME, c_module_dir, is_luajit, new_runtime
+from fcgi_lua.lua.shared_dicts import install as install_shared_dicts
 from fcgi_lua.shdict import SharedDicts
 
-log = logging.getLogger("fcgi_lua.lua")
+if TYPE_CHECKING:
+    from fcgi_lua.config import Config
 
-Recompile = Literal["mtime", "always", "never"]
+log = logging.getLogger("fcgi_lua.lua")
 
 # nginx's built-in default_type (Debian's stock nginx.conf says
 # application/octet-stream instead); what a script gets when it sets none.
@@ -57,14 +55,6 @@ _LOG_LEVELS = (
     logging.DEBUG,  # DEBUG
 )
 _LOG_NAMES = b"stderr emerg alert crit error warn notice info debug".split()
-
-_BASE64 = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
-
-# A resume (the Lua code a request runs between two yields) longer than this
-# is logged: it held up every other request of the worker that long.  A
-# script's resume normally takes microseconds; 100 ms is a stall users see,
-# and well above what a busy machine's scheduling adds.  0 disables it.
-DEFAULT_SLOW_RESUME_WARNING = 0.1
 
 
 class LuaRequest(Protocol):
@@ -112,115 +102,9 @@ class OutputSink(Protocol):
     def stderr(self, data: bytes) -> None: ...
 
 
-class LuaCompileError(Exception):
-    """A script could not be loaded: a syntax error, or an unreadable file."""
-
-
 class LuaInitError(Exception):
     """init_script or init_worker_script failed; the message names the
     config key, then the file and line (and the Lua traceback)."""
-
-
-@dataclass(slots=True)
-class _CachedChunk:
-    mtime_ns: int
-    size: int
-    factory: Any
-    checked: float  # time.monotonic() of the last stat that found it unchanged
-
-
-class CodeCache:
-    """Compiled scripts of one VM, by path.
-
-    ``mtime``: recompile when the file's mtime or size changes, looked at
-    (one stat) at most once per ``interval`` seconds per script, like
-    PHP's opcache.revalidate_freq (0: on every request); ``always``: compile
-    on every request (lua_code_cache off); ``never``: compile once and never
-    look at the file again.
-    """
-
-    def __init__(
-        self,
-        compile_chunk: Callable[[bytes, bytes], Any],
-        recompile: Recompile,
-        interval: float = 0.0,
-    ) -> None:
-        if recompile not in ("mtime", "always", "never"):
-            raise ValueError(f"recompile must be mtime, always or never, not {recompile!r}")
-        self._compile_chunk = compile_chunk
-        self._recompile = recompile
-        self._interval = interval
-        self._chunks: dict[str, _CachedChunk] = {}
-        self.compilations = 0
-
-    def get(self, path: str) -> Any:
-        chunk = self._chunks.get(path)
-        now = time.monotonic()
-        if chunk is not None and (
-            self._recompile == "never" or now - chunk.checked < self._interval
-        ):
-            return chunk.factory
-        try:
-            st = os.stat(path)
-            if (
-                chunk is not None
-                and self._recompile == "mtime"
-                and chunk.mtime_ns == st.st_mtime_ns
-                and chunk.size == st.st_size
-            ):
-                chunk.checked = now
-                return chunk.factory
-            with open(path, "rb") as f:
-                source = f.read()
-        except OSError as exc:
-            raise LuaCompileError(f"cannot open {path}: {exc.strerror}") from exc
-        result = self._compile_chunk(source, b"@" + os.fsencode(path))
-        factory, err = result if isinstance(result, tuple) else (result, None)
-        self.compilations += 1
-        if factory is None:
-            message = err.decode("utf-8", "replace") if isinstance(err, bytes) else str(err)
-            raise LuaCompileError(message)
-        if self._recompile != "always":
-            self._chunks[path] = _CachedChunk(st.st_mtime_ns, st.st_size, factory, now)
-        return factory
-
-
-def _md5(s: bytes) -> bytes:
-    return hashlib.md5(s).hexdigest().encode()
-
-
-def _md5_bin(s: bytes) -> bytes:
-    return hashlib.md5(s).digest()
-
-
-def _sha1_bin(s: bytes) -> bytes:
-    return hashlib.sha1(s).digest()
-
-
-def _hmac_sha1(key: bytes, s: bytes) -> bytes:
-    return hmac.digest(key, s, "sha1")
-
-
-def _crc32(s: bytes) -> int:
-    return zlib.crc32(s)
-
-
-def _encode_base64(s: bytes, no_padding: bool) -> bytes:
-    encoded = base64.b64encode(s)
-    return encoded.rstrip(b"=") if no_padding else encoded
-
-
-def _decode_base64(s: bytes) -> bytes | None:
-    # nginx's ngx_decode_base64: padding optional, anything else invalid.
-    if not _BASE64.fullmatch(s):
-        return None
-    s = s.rstrip(b"=")
-    if len(s) % 4 == 1:
-        return None
-    try:
-        return base64.b64decode(s + b"=" * (-len(s) % 4))
-    except binascii.Error:
-        return None
 
 
 def _ngx_log_level() -> int:
@@ -255,100 +139,6 @@ def _is_head(params: Sequence[tuple[bytes, bytes]]) -> bool:
     return False
 
 
-_Command = Callable[[LuaRequest, OutputSink, Any], Awaitable[Any]]
-
-
-_SLEEPS: list[deadlines.Deadlines] = []  # the worker loop's heap, looked up once
-
-
-async def _do_sleep(request: LuaRequest, sink: OutputSink, seconds: Any) -> Any:
-    # deadlines.current() is a getpid() syscall (asyncio.get_running_loop)
-    if not _SLEEPS or not _SLEEPS[0].loop().is_running():
-        _SLEEPS[:] = [deadlines.current()]
-    await _SLEEPS[0].sleep(seconds)
-    return None
-
-
-async def _do_write(request: LuaRequest, sink: OutputSink, data: Any) -> Any:
-    await sink.write(data)
-    return 1
-
-
-def _body_failure(request: LuaRequest, exc: BodyError) -> dict[bytes, Any]:
-    # The script's read ends the request with this status, as in nginx.
-    level = logging.ERROR if exc.status >= 500 else logging.WARNING
-    log.log(level, "%s: %s; %d", request.script_path, exc, exc.status)
-    return {b"status": exc.status, b"err": str(exc).encode("utf-8", "replace")}
-
-
-async def _do_read_body(request: LuaRequest, sink: OutputSink, arg: Any) -> Any:
-    # -> {data = string} | {file = path} | {status = 413, err = ...}
-    try:
-        await request.wait_body()
-    except BodyError as exc:
-        return _body_failure(request, exc)
-    path = request.body_path
-    if path is not None:
-        return {b"file": os.fsencode(path)}
-    return {b"data": request.body_data or b""}
-
-
-async def _do_discard_body(request: LuaRequest, sink: OutputSink, arg: Any) -> Any:
-    request.discard_body()
-    return None
-
-
-async def _do_req_socket(request: LuaRequest, sink: OutputSink, owner: Any) -> Any:
-    # ngx.req.socket() -> the handle of the body's reader | {err = ...}
-    refused = request.stream_body()
-    if refused is not None:
-        return {b"err": refused.encode()}
-    handle = cosocket.open_body_reader(owner, request.body)
-    return {b"handle": handle} if handle is not None else {b"err": b"no request found"}
-
-
-async def _do_multipart(request: LuaRequest, sink: OutputSink, max_parts: Any) -> Any:
-    # -> {fields = {name = value | {values}}, files = {...}, truncated = bool}
-    #    | {err = "..."} (a malformed body) | {status = N} (no body to parse)
-    try:
-        form = await request.multipart(int(max_parts))
-    except BodyError as exc:
-        return _body_failure(request, exc)
-    except MultipartError as exc:
-        log.info("%s: %s", request.script_path, exc)
-        return {b"err": str(exc).encode("utf-8", "replace")}
-    except OSError as exc:
-        return _body_failure(request, BodyStorageError(f"cannot store an upload: {exc}"))
-    fields = {
-        name: values[0] if len(values) == 1 else values for name, values in form.fields.items()
-    }
-    files = [
-        {
-            b"name": f.name,
-            b"filename": f.filename,
-            b"content_type": f.content_type,
-            b"size": f.size,
-            b"path": os.fsencode(f.path),
-        }
-        for f in form.files
-    ]
-    return {b"fields": fields, b"files": files, b"truncated": form.truncated}
-
-
-# What a coroutine may yield (ngx.lua's `co_yield(IO, cmd, arg)`), and how
-# Python performs it.
-COMMANDS: dict[bytes, _Command] = {
-    b"sleep": _do_sleep,
-    b"write": _do_write,
-    b"read_body": _do_read_body,
-    b"discard_body": _do_discard_body,
-    b"multipart": _do_multipart,
-    b"req_socket": _do_req_socket,  # ngx.req.socket (socket.lua)
-    b"cosocket": cosocket.perform,  # ngx.socket.* waits (socket.lua)
-    b"park": scheduler.perform_park,  # ngx.semaphore waits (thread.lua)
-}
-
-
 class _TimerOrigin:
     """Stands for the request in a timer's commands and warnings: a timer
     has none (its commands never touch it)."""
@@ -368,10 +158,44 @@ class LuaEngine:
     the same VM, with its own global table.
     """
 
+    @classmethod
+    def from_config(
+        cls, config: Config, worker_id: int = 0, shared_dicts: SharedDicts | None = None
+    ) -> LuaEngine:
+        """The engine of a worker, as ``config`` says (its keys are
+        documented in docs/configuration.md); ``shared_dicts``: the store
+        this process opened (fcgi_lua.worker)."""
+        return cls(
+            runtime=config.lua_runtime,
+            recompile=config.recompile,  # type: ignore[arg-type]  # validated by Config
+            recompile_interval=config.recompile_interval,
+            debug=config.debug,
+            log_to_stderr=config.log_to_fcgi_stderr,
+            worker_id=worker_id,
+            worker_count=config.workers,
+            root=config.root,
+            cgi_patterns=config.cgi_patterns,
+            cgi_shebang=config.cgi_shebang,
+            lua_package_path=config.lua_package_path,
+            lua_package_cpath=config.lua_package_cpath,
+            slow_resume_warning=config.slow_resume_warning,
+            max_pending_timers=config.max_pending_timers,
+            max_running_timers=config.max_running_timers,
+            max_instructions=config.max_instructions,
+            request_timeout=config.request_timeout,
+            lua_memory_limit=config.lua_memory_limit,
+            sandbox=config.sandbox,
+            sandbox_write_paths=config.sandbox_write_paths,
+            body_temp_dir=config.client_body_temp_path,
+            shared_dicts=shared_dicts,
+            output_flush_size=config.write_buffer_high,
+            output_buffer_limit=config.output_buffer_limit,
+        )
+
     def __init__(
         self,
         runtime: str = DEFAULT_RUNTIME,
-        recompile: Recompile = "mtime",
+        recompile: Recompile = DEFAULT_RECOMPILE,
         debug: bool = False,
         log_to_stderr: bool = False,
         *,
@@ -382,7 +206,7 @@ class LuaEngine:
         root: str = "",
         cgi_patterns: Sequence[str] = (),
         cgi_shebang: bool = True,
-        slow_resume_warning: float = DEFAULT_SLOW_RESUME_WARNING,
+        slow_resume_warning: float = limits.DEFAULT_SLOW_RESUME_WARNING,
         lua_package_path: str = "",
         lua_package_cpath: str = "",
         max_pending_timers: int = scheduler.DEFAULT_MAX_PENDING_TIMERS,
@@ -394,6 +218,8 @@ class LuaEngine:
         sandbox_write_paths: Sequence[str] = (),
         body_temp_dir: str = "",
         shared_dicts: SharedDicts | None = None,
+        output_flush_size: int = 256 * 1024,
+        output_buffer_limit: int = 0,
     ) -> None:
         self.runtime_name = runtime
         # limits (fcgi_lua/limits.py); 0 turns each off
@@ -439,7 +265,7 @@ class LuaEngine:
         # before the prelude: every coroutine it creates carries the hook
         soft_limit = lua_memory_limit if self._soft_memory else 0
         bind_budget = (
-            limits.install_limits(lua, max_instructions, soft_limit)
+            guards.install_limits(lua, max_instructions, soft_limit)
             if max_instructions or soft_limit
             else None
         )
@@ -450,13 +276,7 @@ class LuaEngine:
                 b"update_time": time.time,
                 b"params": self._params,
                 b"body_now": self._body_now,
-                b"md5": _md5,
-                b"md5_bin": _md5_bin,
-                b"sha1_bin": _sha1_bin,
-                b"hmac_sha1": _hmac_sha1,
-                b"crc32": _crc32,
-                b"encode_base64": _encode_base64,
-                b"decode_base64": _decode_base64,
+                **strings.FUNCTIONS,
                 b"reasons": lua.table_from(
                     {code: reason_phrase(code).encode("ascii") for code in range(100, 1000)}
                 ),
@@ -476,30 +296,26 @@ class LuaEngine:
                 b"log_level": _ngx_log_level,
                 b"graceful_exit": self._graceful_exit,
                 b"master_pid": os.getppid(),
+                # ngx.print's bounds (config's write_buffer_high, output_buffer_limit)
+                b"output_flush_size": output_flush_size,
+                b"output_buffer_limit": output_buffer_limit,
             }
         )
-        source = resources.files("fcgi_lua.lua").joinpath("ngx.lua").read_bytes()
-        loader = lua.eval(b"loadstring or load")
-        prelude, err = loader(source, b"@ngx.lua"), None
-        if isinstance(prelude, tuple):
-            prelude, err = prelude
-        if prelude is None:
-            raise RuntimeError(f"cannot load ngx.lua: {err!r}")
-        driver = prelude(helpers)
+        driver = load_chunk(lua, "ngx.lua")(helpers)
         self._context = driver[b"extensions"][b"context"]  # the one running now
         if bind_budget is not None:
             bind_budget(self._context)
         # The mk.* API over the ngx API.
         self._load_layer("mk.lua", helpers, driver[b"extensions"])
         self._cgi = CgiMarker(root, cgi_patterns)
-        # ngx.socket.* and require "resty.X" (socket.lua, cosocket.py)
+        # ngx.socket.* and require "resty.X" (socket.lua, cosocket/)
         self.cosockets = cosocket.install(lua, driver[b"extensions"])
         # ngx.re.* and require "ngx.re" (re.lua, regex.py)
         self.regexes = regex.install(lua, driver[b"extensions"])
         # ngx.shared.DICT (shdict.lua, fcgi_lua/shdict.py): the store is
         # opened by the caller, in this process; it outlives no engine
         self.shared_dicts = shared_dicts
-        shdict.install(lua, shared_dicts)
+        install_shared_dicts(lua, shared_dicts)
         set_package_paths(lua, lua_package_path, lua_package_cpath)
         # ngx.thread, ngx.timer, ngx.semaphore, ngx.on_abort (thread.lua,
         # scheduler.py): contexts with several coroutines, or no request
@@ -543,7 +359,7 @@ class LuaEngine:
         isolation = self._load_layer("isolation.lua", helpers, extensions)
         if sandbox:
             path = lua.globals().package.path.decode("utf-8", "replace")
-            limits.install_sandbox(
+            guards.install_sandbox(
                 lua,
                 root,
                 path,
@@ -556,19 +372,10 @@ class LuaEngine:
         isolation[b"seal"]()
 
     def _load_layer(self, name: str, helpers: Any, extensions: Any) -> Any:
-        source = resources.files("fcgi_lua.lua").joinpath(name).read_bytes()
-        loaded = self._lua.eval(b"loadstring or load")(source, b"@" + name.encode())
-        chunk, err = loaded if isinstance(loaded, tuple) else (loaded, None)
-        if chunk is None:
-            raise RuntimeError(f"cannot load {name}: {err!r}")
-        return chunk(helpers, extensions)
+        return load_chunk(self._lua, name)(helpers, extensions)
 
     def _load_threads(self, extensions: Any) -> Any:
-        source = resources.files("fcgi_lua.lua").joinpath("thread.lua").read_bytes()
-        loaded = self._lua.eval(b"loadstring or load")(source, b"@thread.lua")
-        chunk, err = loaded if isinstance(loaded, tuple) else (loaded, None)
-        if chunk is None:
-            raise RuntimeError(f"cannot load thread.lua: {err!r}")
+        chunk = load_chunk(self._lua, "thread.lua")
         functions = self.timers.functions()
         functions[b"log"] = self._log
         return chunk(self._lua.table_from(functions), extensions)
@@ -594,7 +401,7 @@ class LuaEngine:
         if not body.settled:
             return None
         if body.error is not None and not body.discarded:
-            return self._lua.table_from(_body_failure(request, body.error))
+            return self._lua.table_from(body_failure(request, body.error))
         path = request.body_path
         if path is not None:
             return self._lua.table_from({b"file": os.fsencode(path)})

@@ -791,11 +791,13 @@ end
 
 -- Everything printed so far, as wire bytes; the header block goes in
 -- front of the first such chunk.  final: nothing more will be printed,
--- so a Content-Length can be given.
-local function take_output(r, final)
+-- so a Content-Length can be given.  spilling: the output outgrew its
+-- buffer (spill below), which is no sign that the script streams.
+local function take_output(r, final, spilling)
     local body = ""
     local nout = r.nout
     if nout > 0 then
+        r.nbuf = 0
         local out = r.out
         if nout == 1 then
             body = out[1]
@@ -826,10 +828,36 @@ local function take_output(r, final)
     if final and not NO_BODY_STATUS[status] then
         length = #body
     end
+    local streaming = not final and not spilling
     if r.head or NO_BODY_STATUS[status] then
-        return header_block(r, status, length, not final)
+        return header_block(r, status, length, streaming)
     end
-    return header_block(r, status, length, not final, nil, body)
+    return header_block(r, status, length, streaming, nil, body)
+end
+
+-- Output held in the request's buffer is bounded (config's
+-- write_buffer_high, output_buffer_limit): past FLUSH_AT bytes ngx.print
+-- and ngx.say send it and wait for the front server as ngx.flush(true)
+-- does; where the script cannot wait (a runtime without
+-- coroutine.isyieldable, inside a C callback) it piles up to OUTPUT_LIMIT,
+-- past which the request fails.
+local FLUSH_AT = helpers.output_flush_size or 262144
+local OUTPUT_LIMIT = helpers.output_buffer_limit or 0
+local isyieldable = coroutine.isyieldable
+
+local function spill(r)
+    if isyieldable and isyieldable() then
+        local data = take_output(r, false, true)
+        if data ~= "" then
+            co_yield(IO, "write", data)
+        end
+    elseif OUTPUT_LIMIT > 0 and r.nbuf > OUTPUT_LIMIT then
+        -- level 2: the script's line (print and say tail-call down here)
+        error("response output of " .. r.nbuf .. " bytes buffered while the script cannot"
+              .. " wait for the client: over output_buffer_limit (" .. OUTPUT_LIMIT
+              .. " bytes); call ngx.flush(true) where it can", 2)
+    end
+    return 1
 end
 
 local function error_response(r, status)
@@ -892,9 +920,12 @@ local function output(fname, newline, ...)
     local n = select("#", ...)
     local out = r.out
     local nout = r.nout
+    local nbuf = r.nbuf
     if n == 1 and type(...) == "string" then
+        local s = ...
         nout = nout + 1
-        out[nout] = ...
+        out[nout] = s
+        nbuf = nbuf + #s
     else
         local buf = {}
         for i = 1, n do
@@ -907,15 +938,21 @@ local function output(fname, newline, ...)
         for i = 1, #buf do
             nout = nout + 1
             out[nout] = buf[i]
+            nbuf = nbuf + #buf[i]
         end
     end
     if newline then
         nout = nout + 1
         out[nout] = "\n"
+        nbuf = nbuf + 1
     end
     r.nout = nout
+    r.nbuf = nbuf
     if not r.header_sent then
         commit_headers(r)
+    end
+    if nbuf >= FLUSH_AT then
+        return spill(r)
     end
     return 1
 end
@@ -1872,6 +1909,7 @@ function ngx.exec(uri, args)
     -- nginx discards the body of a response it redirects internally
     r.out = {}
     r.nout = 0
+    r.nbuf = 0
     set_header(r, "X-Accel-Redirect", uri)
     co_yield(IO, "exit", 0)
 end
@@ -2060,6 +2098,12 @@ local extensions = {
         local nout = r.nout + 1
         r.out[nout] = s
         r.nout = nout
+        local nbuf = r.nbuf + #s
+        r.nbuf = nbuf
+        if OUTPUT_LIMIT > 0 and nbuf > OUTPUT_LIMIT then
+            error("response output of " .. nbuf .. " bytes buffered before its headers are"
+                  .. " sent: over output_buffer_limit (" .. OUTPUT_LIMIT .. " bytes)", 3)
+        end
     end,
     cgi_marked = setmetatable({}, { __mode = "k" }), -- factories of "#!lua" files
     env_mt = env_mt, -- isolation.lua
@@ -2177,6 +2221,7 @@ local function new_request(head, now)
         hvals = NO_HEADERS,
         out = {},
         nout = 0,
+        nbuf = 0, -- bytes in out
         header_sent = false,
         emitted = false,
         eof = false,
@@ -2254,6 +2299,7 @@ local function abort(r)
     r.dead = true
     r.out = {}
     r.nout = 0
+    r.nbuf = 0
     if cur == r then
         cur = nil
     end

@@ -22,6 +22,8 @@ from typing import Any
 
 import regex
 
+from fcgi_lua.lua.loader import load_chunk
+
 log = logging.getLogger("fcgi_lua.lua")
 
 # PCRE's match limit stands behind "pcre_exec() failed: -8"; a wall-clock
@@ -746,15 +748,7 @@ def parse_template(template: bytes) -> list[bytes | int] | None:
 
 def install(lua: Any, extensions: Any) -> Regexes:
     """Load re.lua into ``lua`` (after ngx.lua): ngx.re and ``require "ngx.re"``."""
-    from importlib import resources
-
     regexes = Regexes()
-    source = resources.files("fcgi_lua.lua").joinpath("re.lua").read_bytes()
-    loader = lua.eval(b"loadstring or load")
-    chunk = loader(source, b"@re.lua")
-    if isinstance(chunk, tuple):
-        chunk, err = chunk
-        if chunk is None:
-            raise RuntimeError(f"cannot load re.lua: {err!r}")
+    chunk = load_chunk(lua, "re.lua")
     chunk(lua.table_from(regexes.functions()), extensions)
     return regexes

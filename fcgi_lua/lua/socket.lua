@@ -1,7 +1,7 @@
 -- ngx.socket.*: OpenResty's cosockets (TCP, unix stream, UDP), and the
 -- Debian names of OpenResty's Lua libraries for `require`.
 --
--- Loaded once per VM, after ngx.lua, by fcgi_lua/lua/cosocket.py, which
+-- Loaded once per VM, after ngx.lua, by fcgi_lua/lua/cosocket/ (dispatch.py), which
 -- passes its functions (C) and the driver's extension hooks.  The socket
 -- objects, their argument checks and return conventions live here; the
 -- connections, buffers, pools and timers live in Python, and Lua only
@@ -58,7 +58,7 @@ local py_udp_send = C.udp_send
 local py_udp_receive = C.udp_receive
 local py_udp_close = C.udp_close
 
--- read modes (cosocket.py's LINE, SIZE, ALL)
+-- read modes (cosocket/reading.py's LINE, SIZE, ALL)
 local LINE, SIZE, ALL = 1, 2, 3
 
 -- slots of a socket object (lua-nginx-module keeps its state in the
@@ -743,7 +743,7 @@ ngx.socket = _M
 
 -- The request body as a stream (lua-nginx-module keeps it beside the TCP
 -- cosocket too): the reads of a TCP socket object over a Python reader of
--- the STDIN records (cosocket.py's BodyReader).  Over FastCGI the front
+-- the STDIN records (cosocket/reading.py's BodyReader).  Over FastCGI the front
 -- server owns the client connection, so there is no raw mode.
 local reqsock = {
     receive = tcp.receive,

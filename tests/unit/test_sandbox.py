@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from fcgi_lua.config import ConfigError, load
 from fcgi_lua.limits import PathConfinement
 from fcgi_lua.lua import DEFAULT_RUNTIME, LuaEngine
 from fcgi_lua.shdict import SharedDicts, prepare
@@ -218,6 +219,28 @@ def test_no_writes_unless_configured(site: dict[str, Path], runtime: str) -> Non
     assert body == "nil\nnil\nnil\nnil\nnil\nnil\nfile\n", body
     assert not (site["lib"] / "resty_evil.lua").exists()
     assert (site["root"] / "t.lua").exists()
+
+
+def test_write_paths_from_the_config(site: dict[str, Path]) -> None:
+    # the config key reaches the engine (LuaEngine.from_config)
+    out = site["tmp"] / "uploads"
+    out.mkdir()
+    options = {
+        "root": str(site["root"]),
+        "sandbox": True,
+        "sandbox_write_paths": [str(out)],
+        "lua_package_path": f"{site['lib']}/?.lua;;",
+    }
+    engine = LuaEngine.from_config(load(None, options))
+    src = f"""
+    local f = io.open("{out}/ok.txt", "w") f:write("x") f:close()
+    ngx.say(tostring(io.open("{site["tmp"]}/elsewhere.txt", "w")))
+    """
+    _status, body = run_in(engine, site, src)
+    assert body == "nil\n", body
+    assert (out / "ok.txt").read_text() == "x"
+    with pytest.raises(ConfigError, match="sandbox_write_paths: relative: not an absolute"):
+        load(None, {**options, "sandbox_write_paths": ["relative"]})
 
 
 def test_module_plant_through_the_package_path(site: dict[str, Path]) -> None:

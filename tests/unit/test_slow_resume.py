@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fcgi_lua import config as config_module
-from fcgi_lua.lua.engine import DEFAULT_SLOW_RESUME_WARNING
+from fcgi_lua.limits import DEFAULT_SLOW_RESUME_WARNING
 from fcgi_lua.worker import make_engine
 from tests.unit.test_lua_support import run_script
 
