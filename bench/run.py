@@ -70,6 +70,8 @@ class WrkResult:
     # the backend's CPU (utime + stime of its whole process tree) per
     # request: stable on a noisy machine where req/s is not
     cpu_us: float = 0.0
+    # the front server's (nginx's workers') CPU per request, where measured
+    front_cpu_us: float = 0.0
 
 
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
