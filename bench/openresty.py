@@ -42,7 +42,16 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from run import Processes, WrkResult, children_of, free_port, parse_wrk, wait_connectable
+from run import (
+    Processes,
+    WrkResult,
+    children_of,
+    cpu_seconds,
+    free_port,
+    parse_wrk,
+    process_tree,
+    wait_connectable,
+)
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -402,10 +411,19 @@ http {{
         argv = ["wrk", "-t", threads, "-c", str(connections), "-d", duration]
         argv += ["--timeout", timeout, "--latency", url]
         print(f"== {name}: {' '.join(argv)}", file=sys.stderr, flush=True)
+        # CPU over the run: fcgi-lua's processes, and nginx's worker (which
+        # is the whole backend for OpenResty, the front for fcgi-lua)
+        fcgi = process_tree(self.fcgi.pid) if self.fcgi is not None else []
+        front = children_of(self.nginx.pid) if self.nginx is not None else []
+        before = cpu_seconds(fcgi), cpu_seconds(front)
         out = subprocess.run(
             argv, check=True, capture_output=True, text=True, preexec_fn=_raise_nofile
         ).stdout
-        return parse_wrk(name, url, connections, out)
+        result = parse_wrk(name, url, connections, out)
+        if result.requests:
+            result.cpu_us = (cpu_seconds(fcgi) - before[0]) * 1e6 / result.requests
+            result.front_cpu_us = (cpu_seconds(front) - before[1]) * 1e6 / result.requests
+        return result
 
     def worker_pid(self, server: str) -> int:
         if server == "fcgi-lua":
@@ -497,8 +515,12 @@ def report(
         "(1 worker) with a server for each; fcgi-lua 1 worker; OpenResty = Debian's "
         "libnginx-mod-http-lua.",
         "",
-        "| run | conns | req/s | p50 | p99 | errors |",
-        "|---|---:|---:|---:|---:|---|",
+        "CPU per request: utime + stime over the run (`/proc/PID/stat`) of fcgi-lua's "
+        "processes and of nginx's worker, divided by the requests; OpenResty runs Lua in "
+        "nginx's worker, so its column is the whole backend there.",
+        "",
+        "| run | conns | req/s | fcgi-lua CPU/req | nginx CPU/req | p50 | p99 | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in [*results.values(), *(m.wrk for m in memory if m.wrk)]:
         errors = []
@@ -508,6 +530,7 @@ def report(
             errors.append(f"socket: {r.socket_errors}")
         lines.append(
             f"| {r.name} | {r.connections} | {r.requests_per_sec:,.0f} | "
+            f"{r.cpu_us:.1f} µs | {r.front_cpu_us:.1f} µs | "
             f"{r.p50_ms:.2f} ms | {r.p99_ms:.2f} ms | {', '.join(errors) or 'none'} |"
         )
     if memory:

@@ -10,9 +10,13 @@ Then runs wrk against
     /hello.lua   ngx.say("Hello, world!")      50 connections
     /hello.php   echo "Hello, world!\\n";       50 connections
     /sleep.lua   ngx.sleep(0.1) ngx.say("ok")  200 connections
+    /floor-c     bench/floor.c: canned bytes   50 connections (compiled with cc)
+    /floor-py    bench/floor.py: canned bytes  50 connections (uvloop)
 
-and prints a markdown table of req/s, p50, p99 and worker RSS next to the
-targets, then stops everything.  Not a test: numbers depend on the machine.
+(the floors: what nginx + FastCGI, and a Python responder on uvloop, cost
+when the backend does nothing) and prints a markdown table of req/s, the
+backend's CPU per request, p50, p99 and worker RSS next to the targets,
+then stops everything.  Not a test: numbers depend on the machine.
 
     python3 bench/run.py                 # 10 s per run
     python3 bench/run.py --duration 3s --only fcgi-lua
@@ -66,6 +70,8 @@ class WrkResult:
     # the backend's CPU (utime + stime of its whole process tree) per
     # request: stable on a noisy machine where req/s is not
     cpu_us: float = 0.0
+    # the front server's (nginx's workers') CPU per request, where measured
+    front_cpu_us: float = 0.0
 
 
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
@@ -233,6 +239,23 @@ class Bench(Processes):
         wait_connectable(str(sock), proc, self.tmp / "fcgi-lua.log")
         return proc
 
+    def start_floors(self) -> list[subprocess.Popen[bytes]]:
+        """bench/floor.c (if a C compiler is there) and bench/floor.py."""
+        procs = []
+        cc = shutil.which("cc") or shutil.which("gcc")
+        if cc:
+            binary = self.tmp / "floor"
+            subprocess.run([cc, "-O2", "-o", str(binary), str(BENCH / "floor.c")], check=True)
+            sock = self.tmp / "floor-c.sock"
+            proc = self.start("floor-c", [str(binary), str(sock)], signal.SIGTERM)
+            wait_connectable(str(sock), proc, self.tmp / "floor-c.log")
+            procs.append(proc)
+        sock = self.tmp / "floor-py.sock"
+        argv = [sys.executable, str(BENCH / "floor.py"), str(sock)]
+        proc = self.start("floor-py", argv, signal.SIGTERM)
+        wait_connectable(str(sock), proc, self.tmp / "floor-py.log")
+        return [*procs, proc]
+
     def start_php_fpm(self) -> subprocess.Popen[bytes]:
         sock = self.tmp / "php-fpm.sock"
         as_root = os.geteuid() == 0
@@ -286,6 +309,8 @@ http {{
     # A php-fpm child serves one connection until nginx closes it: more
     # idle kept-alive connections than children starve the others.
     upstream php_fpm {{ server unix:{t}/php-fpm.sock; keepalive {PHP_CHILDREN}; }}
+    upstream floor_c {{ server unix:{t}/floor-c.sock; keepalive {self.args.keepalive}; }}
+    upstream floor_py {{ server unix:{t}/floor-py.sock; keepalive {self.args.keepalive}; }}
 
     server {{
         listen 127.0.0.1:{self.port} backlog=4096;
@@ -293,6 +318,16 @@ http {{
         location ~ \\.lua$ {{
             include fcgi_lua_params;
             fastcgi_pass fcgi_lua;
+            fastcgi_keep_conn on;
+        }}
+        location = /floor-c {{
+            include fcgi_lua_params;
+            fastcgi_pass floor_c;
+            fastcgi_keep_conn on;
+        }}
+        location = /floor-py {{
+            include fcgi_lua_params;
+            fastcgi_pass floor_py;
             fastcgi_keep_conn on;
         }}
         location ~ \\.php$ {{
@@ -410,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=50, help="for the hello runs")
     parser.add_argument("--sleep-connections", type=int, default=200, help="for sleep.lua")
     parser.add_argument(
-        "--only", choices=["fcgi-lua", "php-fpm", "sleep"], action="append",
+        "--only", choices=["fcgi-lua", "php-fpm", "sleep", "floor"], action="append",
         help="run only these (repeatable); default: all",
     )  # fmt: skip
     parser.add_argument(
@@ -437,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
         help="extra fcgi-lua config, e.g. status_path=/fcgi-status (metrics on)",
     )
     args = parser.parse_args(argv)
-    runs = set(args.only or ["fcgi-lua", "php-fpm", "sleep"])
+    runs = set(args.only or ["fcgi-lua", "php-fpm", "sleep", "floor"])
     if not shutil.which("wrk"):
         raise SystemExit("wrk not found: apt-get install wrk")
 
@@ -447,6 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         fcgi = bench.start_fcgi_lua() if runs & {"fcgi-lua", "sleep"} else None
         php = bench.start_php_fpm() if "php-fpm" in runs else None
+        floors = bench.start_floors() if "floor" in runs else []
         bench.start_nginx()
         if fcgi:
             bench.check("/hello.lua", b"Hello, world!\n")
@@ -460,6 +496,10 @@ def main(argv: list[str] | None = None) -> int:
             results["php-fpm hello"] = bench.wrk(
                 "php-fpm hello", "/hello.php", args.connections, php.pid if php else None
             )
+        for proc, path in zip(floors, ["/floor-c", "/floor-py"][-len(floors) :], strict=True):
+            name = "C floor hello" if path == "/floor-c" else "Python floor hello"
+            bench.check(path, b"Hello, world!\n")
+            results[name] = bench.wrk(name, path, args.connections, proc.pid)
         if "sleep" in runs:
             results["fcgi-lua sleep 100ms"] = bench.wrk(
                 "fcgi-lua sleep 100ms",
