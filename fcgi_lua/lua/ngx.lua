@@ -2190,24 +2190,22 @@ local function step(r, ok, first, cmd, arg)
     if r.threads then
         return extensions.thread_step(r, ok, first, cmd, arg)
     end
-    while true do
-        if not ok then
-            return fail(r, first)
-        end
-        if first == IO then -- (never what a script returns: IO is private)
-            if cmd == "exit" then
-                r.dead = true
-                return finish_exit(r, arg)
-            end
-            return cmd, arg, nil
-        end
-        if co_status(r.co) == "dead" then
-            r.dead = true
-            return finish(r)
-        end
-        -- a bare coroutine.yield() in the request itself: let others run
-        return "sleep", 0, nil
+    if not ok then
+        return fail(r, first)
     end
+    if first == IO then -- (never what a script returns: IO is private)
+        if cmd == "exit" then
+            r.dead = true
+            return finish_exit(r, arg)
+        end
+        return cmd, arg, nil
+    end
+    if co_status(r.co) == "dead" then
+        r.dead = true
+        return finish(r)
+    end
+    -- a bare coroutine.yield() in the request itself: let others run
+    return "sleep", 0, nil
 end
 
 local function new_request(head, now)
