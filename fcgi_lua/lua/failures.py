@@ -57,7 +57,8 @@ def request_context(params: Sequence[tuple[bytes, bytes]]) -> str:
     ngx_http_log_error_handler), from the FastCGI params nginx's
     fastcgi_params sends: ``, client: 127.0.0.1, server: localhost,
     request: "GET /x.lua?a=1 HTTP/1.1", host: "127.0.0.1:8080"`` (and
-    ``referrer``).  A part whose param is missing is left out."""
+    ``referrer``).  A part whose param is missing is left out (an empty
+    server_name is written empty, as nginx does)."""
     wanted = {
         b"REMOTE_ADDR": "",
         b"SERVER_NAME": "",
@@ -74,7 +75,7 @@ def request_context(params: Sequence[tuple[bytes, bytes]]) -> str:
     parts = []
     if wanted[b"REMOTE_ADDR"]:
         parts.append(f", client: {wanted[b'REMOTE_ADDR']}")
-    if wanted[b"SERVER_NAME"]:
+    if any(name == b"SERVER_NAME" for name, _ in params):  # nginx writes it even if ""
         parts.append(f", server: {wanted[b'SERVER_NAME']}")
     line = " ".join(
         v

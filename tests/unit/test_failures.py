@@ -83,6 +83,7 @@ def test_runtime_error_ends_with_the_request_and_reads_main_chunk(
 
 def test_missing_params_leave_their_part_out() -> None:
     assert request_context([]) == ""
+    assert request_context([(b"SERVER_NAME", b"")]) == ", server: "  # as nginx writes it
     assert request_context([(b"REMOTE_ADDR", b"::1")]) == ", client: ::1"
     params = [(b"REQUEST_METHOD", b"GET"), (b"REQUEST_URI", b'/a"\nb'), (b"HTTP_REFERER", b"r")]
     assert request_context(params) == ', request: "GET /a\\x22\\x0Ab", referrer: "r"'
