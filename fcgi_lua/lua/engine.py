@@ -700,7 +700,7 @@ class LuaEngine:
         """Run timer ``timer_id``'s callback in its own context, no request."""
         lua_error = self._lua_error
         self._sink = None
-        self._request = None
+        self._request = _TIMER  # no request: its log lines say "context: ngx.timer"
         try:
             ctx, cmd, arg, extra = self._start_timer(timer_id, premature, time.time(), keep)
         except lua_error as exc:

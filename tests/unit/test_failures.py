@@ -168,3 +168,19 @@ def test_clean_traceback_keeps_what_the_script_called() -> None:
     )
     assert clean_traceback(own) == own
     assert clean_traceback("no traceback") == "no traceback"
+
+
+def test_timer_log_lines_say_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "fcgi_lua.lua")
+    src = (
+        'ngx.timer.at(0, function() ngx.log(ngx.WARN, "from timer") end)\n'
+        'ngx.log(ngx.INFO, "from request")\nngx.sleep(0.05)\n'
+    )
+    run_script(tmp_path, src, params=NGINX_PARAMS)
+    lines = [r.getMessage() for r in caplog.records if r.name == "fcgi_lua.lua"]
+    # OpenResty: "[lua] t.lua:1: from timer, context: ngx.timer, client: ..., server: ..."
+    # (the nginx connection the timer borrows); fcgi-lua's timer has no request
+    assert lines == [
+        "[lua] t.lua:2: from request" + CONTEXT,
+        "[lua] t.lua:1: from timer, context: ngx.timer",
+    ]
