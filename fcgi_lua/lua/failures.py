@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from importlib import resources
 
 # fcgi-lua's own Lua layers, by chunk name: each is loaded as "@<file name>"
-# (engine.py, runtimes.py, regex.py, cosocket.py, shdict.py, limits.py),
+# (lua/loader.py's load_chunk; compat.lua by runtimes.py),
 # while scripts and libraries are loaded by path ("@/srv/www/x.lua",
 # "@/usr/share/lua/5.1/resty/redis.lua", "@./lib.lua").
 INTERNAL_CHUNKS = frozenset(
