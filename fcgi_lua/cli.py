@@ -19,7 +19,7 @@ from typing import Any
 
 from fcgi_lua import __version__, errorlog, metrics
 from fcgi_lua.config import Config, ConfigError, load
-from fcgi_lua.listeners import bind_all
+from fcgi_lua.listeners import bind_all, listen_error_text
 from fcgi_lua.request import Request
 from fcgi_lua.worker import make_engine, run_loop, serve, worker_main
 
@@ -98,7 +98,7 @@ def _serve_processes(config: Config, args: argparse.Namespace, overrides: dict[s
     try:
         sockets = bind_all(config)
     except OSError as exc:
-        log.error("cannot listen: %s", exc)
+        log.error("%s", listen_error_text(exc))
         return 1
     master = Master(config, lambda: load(args.config, overrides), worker_main)
     try:

@@ -21,8 +21,22 @@ import time
 from fcgi_lua.config import Config, parse_listen
 
 
+class ListenError(OSError):
+    """A listen address cannot be bound; the message names the address and,
+    where it can, why ("the directory /run/x does not exist")."""
+
+    def __str__(self) -> str:  # the sentence, not "[Errno 2] ..."
+        return str(self.strerror)
+
+
+def listen_error_text(exc: OSError) -> str:
+    """The error log's line for a failure to listen."""
+    return str(exc) if isinstance(exc, ListenError) else f"cannot listen: {exc}"
+
+
 def bind_all(config: Config) -> list[socket.socket]:
-    """Bind every ``listen`` address once (a prefork master shares them)."""
+    """Bind every ``listen`` address once (a prefork master shares them);
+    ListenError names the address that failed."""
     sockets = []
     try:
         for address in config.listen:
@@ -50,7 +64,8 @@ def bind_tcp(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise OSError(exc.errno, f"cannot bind {host}:{port}: {exc.strerror}") from exc
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        raise ListenError(exc.errno, f"cannot listen on {where}: {exc.strerror}") from exc
     return sock
 
 
@@ -64,20 +79,61 @@ def describe_socket(sock: socket.socket) -> str:
 
 def bind_unix(path: str, mode: int, owner: str = "", group: str = "") -> socket.socket:
     """Bind a Unix socket, replacing a stale socket file but nothing else;
-    ``owner``/``group`` (names or ids, "" to keep) are given to the file."""
+    ``owner``/``group`` (names or ids, "" to keep) are given to the file.
+    Raises ListenError, naming the path and what to do about it."""
     remove_stale_socket(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    step = "bind"
     try:
         sock.bind(path)
+        step = "chmod"
         os.chmod(path, mode)
         if owner or group:
+            step = "chown"
             os.chown(path, _user_id(owner), _group_id(group))
-    except (OSError, KeyError) as exc:
+    except KeyError as exc:
         sock.close()
-        if isinstance(exc, KeyError):
-            raise OSError(errno.EINVAL, f"cannot chown {path}: unknown user or group") from exc
-        raise
+        raise ListenError(
+            errno.EINVAL,
+            f"cannot listen on unix:{path}: unknown user or group "
+            f"(socket_owner {owner!r}, socket_group {group!r})",
+        ) from exc
+    except OSError as exc:
+        sock.close()
+        raise ListenError(exc.errno, _unix_bind_error(path, step, exc, owner, group)) from exc
     return sock
+
+
+def _unix_bind_error(path: str, step: str, exc: OSError, owner: str, group: str) -> str:
+    """Why a Unix socket could not be made, in words that name the path."""
+    what = f"cannot listen on unix:{path}: {exc.strerror}"
+    directory = os.path.dirname(os.path.abspath(path))
+    if step == "chown":
+        return (
+            f"{what} (giving it socket_owner {owner!r} / socket_group {group!r} "
+            "needs root, or the owner's own group)"
+        )
+    if step == "chmod":
+        return f"{what} (setting its mode, socket_mode)"
+    if exc.errno == errno.ENOENT and not os.path.isdir(directory):
+        return f"{what} (the directory {directory} does not exist)"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        if exc.errno == errno.EROFS:
+            return f"{what} (the directory {directory} is on a read-only file system)"
+        if not os.access(directory, os.W_OK | os.X_OK):
+            return f"{what} ({_user_name()} may not create files in {directory})"
+        return f"{what} (the file system of {directory} does not take sockets)"
+    if exc.errno == errno.EADDRINUSE:
+        kind = "a directory" if os.path.isdir(path) else "a file that is not a socket"
+        return f"{what} ({kind} is there; fcgi-lua leaves it alone)"
+    return what
+
+
+def _user_name() -> str:
+    try:
+        return f"user {pwd.getpwuid(os.getuid()).pw_name}"
+    except KeyError:
+        return f"uid {os.getuid()}"
 
 
 # How long a socket file that still answers may take to go stale: the
@@ -116,20 +172,22 @@ def remove_stale_socket(path: str, wait: float | None = None) -> None:
         except FileNotFoundError:
             return
         except BlockingIOError as exc:  # a full backlog: somebody listens
-            raise OSError(
-                errno.EADDRINUSE, f"cannot bind {path}: another process is listening on it"
+            raise ListenError(
+                errno.EADDRINUSE,
+                f"cannot listen on unix:{path}: another process is listening on it",
             ) from exc
         except OSError as exc:
-            raise OSError(
+            raise ListenError(
                 errno.EADDRINUSE,
-                f"cannot bind {path}: a socket is there and cannot be probed ({exc}); "
+                f"cannot listen on unix:{path}: a socket is there and cannot be probed ({exc}); "
                 "is another server listening on it?",
             ) from exc
         finally:
             probe.close()
         if time.monotonic() >= deadline:
-            raise OSError(
-                errno.EADDRINUSE, f"cannot bind {path}: another process is listening on it"
+            raise ListenError(
+                errno.EADDRINUSE,
+                f"cannot listen on unix:{path}: another process is listening on it",
             )
         time.sleep(0.1)
 

@@ -26,6 +26,7 @@ from typing import Any
 from fcgi_lua import __version__, metrics
 from fcgi_lua.accesslog import AccessLog
 from fcgi_lua.config import Config
+from fcgi_lua.listeners import listen_error_text
 from fcgi_lua.server import Server
 from fcgi_lua.workers import MasterWatch, reopen_log_files
 
@@ -105,7 +106,7 @@ async def serve(
     try:
         await server.start(sockets)
     except OSError as exc:
-        log.error("cannot listen: %s", exc)
+        log.error("%s", listen_error_text(exc))
         return 1
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from fcgi_lua.lua import failures
+
 Recompile = Literal["mtime", "always", "never"]
 RECOMPILE_POLICIES: tuple[Recompile, ...] = ("mtime", "always", "never")
 DEFAULT_RECOMPILE: Recompile = "mtime"
@@ -76,13 +78,15 @@ class CodeCache:
             with open(path, "rb") as f:
                 source = f.read()
         except OSError as exc:
-            raise LuaCompileError(f"cannot open {path}: {exc.strerror}") from exc
+            reason = f"cannot open {path}: {exc.strerror}"
+            raise LuaCompileError(failures.load_error(path, reason, syntax=False)) from exc
         result = self._compile_chunk(source, b"@" + os.fsencode(path))
         factory, err = result if isinstance(result, tuple) else (result, None)
         self.compilations += 1
         if factory is None:
             message = err.decode("utf-8", "replace") if isinstance(err, bytes) else str(err)
-            raise LuaCompileError(message)
+            message = failures.expand_short_src(message, path)
+            raise LuaCompileError(failures.load_error(path, message, syntax=True))
         if self._recompile != "always":
             self._chunks[path] = _CachedChunk(st.st_mtime_ns, st.st_size, factory, now)
         return factory

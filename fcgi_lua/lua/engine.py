@@ -25,7 +25,7 @@ from fcgi_lua import __version__, deadlines, limits, metrics
 from fcgi_lua.body import Body
 from fcgi_lua.forms import Multipart
 from fcgi_lua.http import error_page, error_response, header_block, reason_phrase
-from fcgi_lua.lua import cosocket, guards, regex, scheduler, strings
+from fcgi_lua.lua import cosocket, failures, guards, regex, scheduler, strings
 from fcgi_lua.lua.codecache import DEFAULT_RECOMPILE, CodeCache, LuaCompileError, Recompile
 from fcgi_lua.lua.commands import COMMANDS, body_failure
 from fcgi_lua.lua.loader import load_chunk
@@ -55,6 +55,8 @@ _LOG_LEVELS = (
     logging.DEBUG,  # DEBUG
 )
 _LOG_NAMES = b"stderr emerg alert crit error warn notice info debug".split()
+
+_TRACEBACK = "\nstack traceback:\n"
 
 
 class LuaRequest(Protocol):
@@ -121,15 +123,7 @@ def _ngx_log_level() -> int:
     return 3  # ngx.CRIT
 
 
-def _expand_short_src(message: str, path: str) -> str:
-    """Undo Lua's shortening of long chunk names ("...tail/of/path.lua")."""
-    if "..." not in message:
-        return message
-    for n in range(len(path) - 1, 8, -1):
-        short = "..." + path[-n:]
-        if short in message:
-            return message.replace(short, path)
-    return message
+_expand_short_src = failures.expand_short_src
 
 
 def _is_head(params: Sequence[tuple[bytes, bytes]]) -> bool:
@@ -416,9 +410,23 @@ class LuaEngine:
     def _log(self, level: int, message: bytes) -> None:
         level = int(level)
         text = message.decode("utf-8", "replace")
-        log.log(_LOG_LEVELS[level], "%s", text)
+        python_level = _LOG_LEVELS[level]
+        if log.isEnabledFor(python_level):  # the context is built only for a line logged
+            log.log(python_level, "%s%s", *self._log_line(text))
         if self.log_to_stderr and self._sink is not None:
             self._sink.stderr(b"[" + _LOG_NAMES[level] + b"] " + message + b"\n")
+
+    def _log_line(self, text: str) -> tuple[str, str]:
+        """An ngx.log line (or a light thread's error) and the context it
+        ends with in the error log: the request's, as OpenResty's lines."""
+        request = self._request
+        if request is None:  # init_script, init_worker_script, a timer's first resume
+            return text, ""
+        if _TRACEBACK in text:  # a light thread's error (thread.lua)
+            text = failures.clean_traceback(_expand_short_src(text, request.script_path))
+        if request is _TIMER:
+            return text, ", context: ngx.timer"
+        return text, failures.request_context(request.params)
 
     # -- running a request ---------------------------------------------------
 
@@ -436,7 +444,7 @@ class LuaEngine:
             factory = self.cache.get(request.script_path)
         except LuaCompileError as exc:
             self._sink = sink
-            return self._fail(request, sink, str(exc), emitted=False)
+            return self._fail(request, sink, str(exc), emitted=False, prefix="")
         lua_error = self._lua_error
         self._sink = sink
         self._request = request
@@ -692,7 +700,7 @@ class LuaEngine:
         """Run timer ``timer_id``'s callback in its own context, no request."""
         lua_error = self._lua_error
         self._sink = None
-        self._request = None
+        self._request = _TIMER  # no request: its log lines say "context: ngx.timer"
         try:
             ctx, cmd, arg, extra = self._start_timer(timer_id, premature, time.time(), keep)
         except lua_error as exc:
@@ -713,7 +721,7 @@ class LuaEngine:
         if cmd == b"error":
             log.error(
                 "lua entry thread aborted: runtime error: %s, context: ngx.timer",
-                arg.decode("utf-8", "replace"),
+                failures.clean_traceback(arg.decode("utf-8", "replace")),
             )
         elif cmd != b"done":
             log.error("unknown command %r yielded by a timer", cmd)
@@ -793,9 +801,10 @@ class LuaEngine:
     async def _time_out(self, request: LuaRequest, sink: OutputSink, *, emitted: bool) -> None:
         log.error(
             "%s: request timed out after %g s (request_timeout); its coroutine, light "
-            "threads and sockets were closed",
+            "threads and sockets were closed%s",
             request.script_path,
             self.request_timeout,
+            failures.request_context(request.params),
         )
         metrics.limit_kill("timeout", request.script_path)
         if not emitted:  # else: headers are out, all we can do is end it
@@ -840,11 +849,20 @@ class LuaEngine:
         )
 
     async def _fail(
-        self, request: LuaRequest, sink: OutputSink, message: str, *, emitted: bool
+        self,
+        request: LuaRequest,
+        sink: OutputSink,
+        message: str,
+        *,
+        emitted: bool,
+        prefix: str = "lua entry thread aborted: runtime error: ",
     ) -> None:
-        message = _expand_short_src(message, request.script_path)
-        text = "lua entry thread aborted: runtime error: " + message
-        log.error("%s", text)
+        """Log a request's failure (``prefix`` "" for a script that does not
+        load: its message says so) and answer 500 unless headers are out."""
+        script = request.script_path
+        message = failures.clean_traceback(_expand_short_src(message, script), script)
+        text = prefix + message
+        log.error("%s%s", text, failures.request_context(request.params))
         metrics.lua_error(request.script_path)
         if self.log_to_stderr:
             sink.stderr(b"[error] " + text.encode("utf-8", "replace") + b"\n")

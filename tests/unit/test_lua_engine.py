@@ -142,7 +142,7 @@ ngx.say(name)
 
     class Recorder(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
-            order.append(record.getMessage().rsplit(": ", 1)[-1])
+            order.append(record.getMessage().split(", client: ")[0].rsplit(": ", 1)[-1])
 
     handler = Recorder()
     logger = logging.getLogger("fcgi_lua.lua")

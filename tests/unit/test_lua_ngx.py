@@ -447,8 +447,10 @@ ngx.say(select(2, pcall(ngx.log, ngx.ERR, {})))
         b"bad argument #2 to 'log' (expected table to have __tostring metamethod)\n"
     )
     records = [(r.levelno, r.getMessage()) for r in caplog.records]
-    assert (logging.ERROR, "[lua] t.lua:3: f(): hello nil true null1.5TS") in records
-    assert (logging.DEBUG, "[lua] t.lua:7: dbg") in records
+    # each line ends with the request, as OpenResty's
+    context = ', client: 127.0.0.1, request: "GET /t.lua HTTP/1.1"'
+    assert (logging.ERROR, "[lua] t.lua:3: f(): hello nil true null1.5TS" + context) in records
+    assert (logging.DEBUG, "[lua] t.lua:7: dbg" + context) in records
 
 
 # -- time ----------------------------------------------------------------

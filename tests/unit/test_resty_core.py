@@ -210,8 +210,12 @@ def test_time_errlog_process_utils_ctx(tmp_path: Path, caplog: pytest.LogCapture
     ngx.say(ngx.magic, " ", stored, " ", ngx.ctx.a == nil, " ", ngx.status)
     """
     resp = run_script(tmp_path, source)
-    # raw_log: the message as given, no "[lua] file:line:" prefix
-    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [("WARNING", "a raw line")]
+    # raw_log: the message as given, no "[lua] file:line:" prefix; the
+    # request's context after it, as OpenResty's (checked with nginx)
+    context = ', client: 127.0.0.1, request: "GET /t.lua HTTP/1.1"'
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", "a raw line" + context)
+    ]
     assert resp.body.decode().splitlines() == [
         "true true true true",
         "falsebad log level",
