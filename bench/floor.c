@@ -79,7 +79,7 @@ static void serve(int ep, int fd) {
         memmove(c->in, c->in + pos, c->len - pos);
         c->len -= pos;
         if (n) {
-            if (write(fd, out, n) < 0 || !c->keep) {
+            if (send(fd, out, n, MSG_NOSIGNAL) < 0 || !c->keep) { /* no SIGPIPE */
                 drop(ep, fd);
                 return;
             }
