@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.e2e_clients import Response, http_request
+from tests.helpers.net import free_port
 
 from .tools import DEPLOY, REPO, SHIPPED_SOCKET, need, require
 
@@ -34,12 +35,6 @@ RESTY_REDIS = Path("/usr/share/lua/5.1/nginx/redis.lua")  # Debian's lua-nginx-r
 NGINX_ERROR = re.compile(r"\[(error|crit|alert|emerg)\]")
 FCGI_ERROR = re.compile(r"\[(ERROR|CRITICAL)\]|Traceback \(most recent call last\)")
 SUPERVISOR_TROUBLE = re.compile(r"FATAL|not expected|gave up|BACKOFF")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.net import free_port
+
 from .e2e_clients import fastcgi_request, http_request
 
 HERE = Path(__file__).resolve().parent
@@ -46,12 +48,6 @@ STOP_TIMEOUT = 15.0
 
 NGINX_ERROR = re.compile(r"\[(error|crit|alert|emerg)\]")
 FCGI_ERROR = re.compile(r"\b(ERROR|CRITICAL)\b|Traceback \(most recent call last\)")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _connectable(address: str | tuple[str, int]) -> bool:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import uvloop
 from fcgi_lua.config import load
 from fcgi_lua.server import Server
 from fcgi_lua.worker import make_engine
+from tests.helpers.net import free_port
 
 SCRIPTS = {
     "hello.lua": 'ngx.say("hello from ", ngx.var.request_method)',
@@ -30,13 +30,6 @@ SCRIPTS = {
     "flood.lua": 'for i = 1, 300 do ngx.print(string.rep("x", 65536)) ngx.flush(true) end',
     "forever.lua": "ngx.print('tick') ngx.flush() ngx.sleep(30) ngx.say('late')",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

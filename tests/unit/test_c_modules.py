@@ -21,7 +21,7 @@ import pytest
 
 from fcgi_lua.lua import RUNTIMES
 from fcgi_lua.lua.runtimes import c_module_dir, load_c_symbols
-from tests.unit.test_lua_support import make_params, run_script
+from tests.helpers.lua import make_params, run_script
 
 C_MODULE_DIR = Path("/usr/lib/x86_64-linux-gnu/lua/5.1")
 DEBIAN_C_MODULES = ["cjson", "cjson.safe", "lfs", "lpeg", "lxp", "socket.core"]
@@ -51,7 +51,7 @@ def run_fresh(code: str) -> str:
 RUN_SCRIPT = """
 import sys
 from pathlib import Path
-from tests.unit.test_lua_support import make_params, run_script
+from tests.helpers.lua import make_params, run_script
 def run(src, **engine_args):
     res = run_script(Path(sys.argv[1]), src, **engine_args)
     assert res.status == 200, res.body

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from fcgi_lua.lua import LuaEngine
-from tests.unit.test_lua_support import (
+from tests.helpers.lua import (
     FakeRequest,
     MemorySink,
     Response,
@@ -566,7 +566,7 @@ def run_in_child(tmp_path: Path, code: str) -> subprocess.CompletedProcess[str]:
         import asyncio, logging, os, sys
         from pathlib import Path
         from fcgi_lua.lua import LuaEngine
-        from tests.unit.test_lua_support import FakeRequest, MemorySink, make_params
+        from tests.helpers.lua import FakeRequest, MemorySink, make_params
         logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
         def run(engine, path):
             sink = MemorySink()

@@ -16,7 +16,7 @@ from fcgi_lua.config import ConfigError, load
 from fcgi_lua.limits import DEFAULT_LUA_MEMORY_LIMIT
 from fcgi_lua.lua import DEFAULT_RUNTIME
 from fcgi_lua.lua.runtimes import new_runtime
-from tests.unit.test_lua_support import run_script
+from tests.helpers.lua import run_script
 
 # One of each way compat.lua builds `bit`: arithmetic (5.1), bit32 (5.2),
 # native operators (5.3+).  The default, LuaJIT, is what they are checked against.

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from fcgi_lua.lua import LuaEngine
-from tests.unit.test_lua_support import FakeRequest, MemorySink, make_params, parse
+from tests.helpers.lua import FakeRequest, MemorySink, make_params, parse
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

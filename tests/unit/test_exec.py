@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.test_lua_support import run_script
+from tests.helpers.lua import run_script
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ import pytest
 from fcgi_lua.http import error_page
 from fcgi_lua.lua import RUNTIMES
 from fcgi_lua.lua.failures import INTERNAL_CHUNKS, clean_traceback, request_context
-from tests.unit.test_lua_support import make_params, run_script
+from tests.helpers.lua import make_params, run_script
 
 NGINX_PARAMS = make_params(
     query=b"a=1",

@@ -29,8 +29,7 @@ from fcgi_lua.fastcgi import (
     Stdout,
     UnknownType,
 )
-
-from .test_fastcgi_helpers import check_events, drain
+from tests.helpers.fastcgi import check_events, drain
 
 
 class FakeSocket:

@@ -30,8 +30,7 @@ from fcgi_lua.fastcgi import (
     StdinEnd,
     Stdout,
 )
-
-from .test_fastcgi_helpers import PARAMS, STDERR, STDIN, STDOUT, begin, pairs, parse_records, record
+from tests.helpers.fastcgi import PARAMS, STDERR, STDIN, STDOUT, begin, pairs, parse_records, record
 
 EVENT_TYPES = ReceivedEvent.__args__  # type: ignore[attr-defined]
 

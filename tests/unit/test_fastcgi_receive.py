@@ -26,8 +26,7 @@ from fcgi_lua.fastcgi import (
     Stdout,
     UnknownRecordType,
 )
-
-from .test_fastcgi_helpers import (
+from tests.helpers.fastcgi import (
     ABORT,
     BEGIN,
     DATA,

@@ -18,8 +18,7 @@ from fcgi_lua.fastcgi import (
     Stdout,
     UnknownType,
 )
-
-from .test_fastcgi_helpers import (
+from tests.helpers.fastcgi import (
     END,
     GET_VALUES_RESULT,
     STDERR,

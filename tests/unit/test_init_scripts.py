@@ -21,7 +21,7 @@ from fcgi_lua import worker
 from fcgi_lua.config import ConfigError, load
 from fcgi_lua.lua import RUNTIMES, LuaEngine, LuaInitError
 from fcgi_lua.shdict import SharedDicts, prepare
-from tests.unit.test_lua_support import FakeRequest, MemorySink, Response, make_params, parse
+from tests.helpers.lua import FakeRequest, MemorySink, Response, make_params, parse
 
 INIT_WORKER_DISABLED = "API disabled in the context of init_worker_by_lua*"
 

@@ -14,12 +14,16 @@ import pytest
 from fcgi_lua.config import ConfigError, load
 from fcgi_lua.limits import ClientFilter, PathConfinement, package_dirs
 from fcgi_lua.lua import DEFAULT_RUNTIME, LuaEngine
-from tests.unit.test_lua_support import FakeRequest, MemorySink, make_params, parse, write_script
+from tests.helpers.lua import FakeRequest, MemorySink, make_params, parse, write_script
 
 # PUC Lua runs the hook per coroutine, LuaJIT VM-wide with its JIT off.
 BUDGET_RUNTIMES = ["lua52", "lua54", "lua55", "luajit21", "lua51"]
 # Every limit holds on these, the default among them (docs/runtimes.md).
-MEMORY_RUNTIMES = sorted({DEFAULT_RUNTIME, "lua52", "lua54", "lua55"})
+# lua54's allocator-limited collections make its cases take seconds
+MEMORY_RUNTIMES = [
+    pytest.param(name, marks=pytest.mark.slow) if name == "lua54" else name
+    for name in sorted({DEFAULT_RUNTIME, "lua52", "lua54", "lua55"})
+]
 
 
 def run_many(engine: LuaEngine, paths: list[str]) -> list[tuple[int, bytes]]:

@@ -13,7 +13,7 @@ import pytest
 
 from fcgi_lua.http import error_page
 from fcgi_lua.lua import DEFAULT_RUNTIME, RUNTIMES, LuaEngine, UnknownRuntimeError
-from tests.unit.test_lua_support import (
+from tests.helpers.lua import (
     FakeRequest,
     MemorySink,
     make_params,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from fcgi_lua.http import error_page
-from tests.unit.test_lua_support import make_params, run_script
+from tests.helpers.lua import make_params, run_script
 
 GET_QUERY = make_params(
     query=b"x=1&x=2&c&d=&e=%20+f&x=3&&=v&%41=%42",

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fcgi_lua.lua import LuaEngine
-from tests.unit.test_lua_support import FakeRequest, MemorySink, make_params, parse, run_script
+from tests.helpers.lua import FakeRequest, MemorySink, make_params, parse, run_script
 
 
 def test_print_joins_calls_with_newlines(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from fcgi_lua.lua.regex import (
     parse_template,
     translate,
 )
-from tests.unit.test_lua_support import run_script
+from tests.helpers.lua import run_script
 
 
 @pytest.mark.parametrize(

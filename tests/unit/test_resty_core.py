@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fcgi_lua.lua import LuaEngine
-from tests.unit.test_lua_support import run_script
+from tests.helpers.lua import run_script
 
 # Every module lua-resty-core v0.1.x ships (Debian's 0.1.25 and upstream's).
 RESTY_CORE = [

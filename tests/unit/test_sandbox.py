@@ -19,7 +19,7 @@ from fcgi_lua.config import ConfigError, load
 from fcgi_lua.limits import PathConfinement
 from fcgi_lua.lua import DEFAULT_RUNTIME, LuaEngine
 from fcgi_lua.shdict import SharedDicts, prepare
-from tests.unit.test_lua_support import (
+from tests.helpers.lua import (
     FakeRequest,
     MemorySink,
     make_params,

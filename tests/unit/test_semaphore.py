@@ -9,7 +9,7 @@ import contextlib
 import time
 from pathlib import Path
 
-from tests.unit.test_lua_support import (
+from tests.helpers.lua import (
     FakeRequest,
     MemorySink,
     make_params,

@@ -16,7 +16,7 @@ from fcgi_lua import shdict
 from fcgi_lua.config import ConfigError, load
 from fcgi_lua.lua import LuaEngine
 from fcgi_lua.shdict import OP_ADD, OP_REPLACE, OP_SAFE_STORE, SharedDicts, entry_cost, prepare
-from tests.unit.test_lua_support import run_script
+from tests.helpers.lua import run_script
 
 ZONES = {"cache": 1 << 20, "small": 8192}
 

@@ -11,7 +11,7 @@ import pytest
 from fcgi_lua import config as config_module
 from fcgi_lua.limits import DEFAULT_SLOW_RESUME_WARNING
 from fcgi_lua.worker import make_engine
-from tests.unit.test_lua_support import run_script
+from tests.helpers.lua import run_script
 
 BUSY_LOOP = """
 local t = os.clock()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from fcgi_lua.lua import LuaEngine
-from tests.unit.test_lua_support import (
+from tests.helpers.lua import (
     FakeRequest,
     MemorySink,
     Response,

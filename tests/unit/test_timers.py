@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from fcgi_lua.lua import LuaEngine
-from tests.unit.test_lua_support import (
+from tests.helpers.lua import (
     FakeRequest,
     MemorySink,
     Response,

@@ -15,13 +15,13 @@ import hashlib
 import socket
 import struct
 from pathlib import Path
-from typing import Any
 
 from fcgi_lua.config import load
 from fcgi_lua.lua import LuaEngine
 from fcgi_lua.protocol import FastCGIProtocol
 from fcgi_lua.quirks import from_monkey, monkey_params, send_with_fin, without_content_length
 from fcgi_lua.server import Server
+from tests.helpers.server import FakeTransport
 
 # -- the pure parts ---------------------------------------------------------
 
@@ -128,36 +128,6 @@ def params_for(script: Path, server_software: bytes, **extra: bytes) -> list[tup
     ]
     params.extend((name.encode(), value) for name, value in extra.items())
     return params
-
-
-class FakeTransport:
-    def __init__(self) -> None:
-        self.out: list[bytes] = []
-        self.closed = False
-
-    def get_extra_info(self, name: str) -> Any:
-        return None
-
-    def set_write_buffer_limits(self, high: int) -> None:
-        pass
-
-    def write(self, data: bytes) -> None:
-        self.out.append(data)
-
-    def can_write_eof(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
 
 
 def serve(

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import struct
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -16,60 +14,8 @@ from fcgi_lua.fastcgi import Connection
 from fcgi_lua.lua import LuaEngine
 from fcgi_lua.protocol import FastCGIProtocol
 from fcgi_lua.server import Server
-
-from .test_fastcgi_helpers import ExplodingLimits
-
-
-def record(rtype: int, content: bytes = b"", request_id: int = 1) -> bytes:
-    return struct.pack(">BBHHBx", 1, rtype, request_id, len(content), 0) + content
-
-
-def pair(name: bytes, value: bytes) -> bytes:
-    return bytes([len(name), len(value)]) + name + value
-
-
-def request_start(script: Path, length: int, ctype: bytes = b"") -> bytes:
-    params = b"".join(
-        pair(k, v)
-        for k, v in (
-            (b"SCRIPT_FILENAME", os.fsencode(script)),
-            (b"REQUEST_METHOD", b"POST"),
-            (b"CONTENT_LENGTH", str(length).encode()),
-            (b"CONTENT_TYPE", ctype),
-        )
-    )
-    return record(1, struct.pack(">HB5x", 1, 1)) + record(4, params) + record(4)
-
-
-def stdin(data: bytes) -> bytes:
-    return b"".join(record(5, data[i : i + 60000]) for i in range(0, len(data), 60000))
-
-
-class FakeTransport:
-    def __init__(self) -> None:
-        self.out: list[bytes] = []
-        self.closed = False
-
-    def get_extra_info(self, name: str) -> Any:
-        return None
-
-    def set_write_buffer_limits(self, high: int) -> None:
-        pass
-
-    def write(self, data: bytes) -> None:
-        self.out.append(data)
-
-    def close(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
+from tests.helpers.fastcgi import ExplodingLimits
+from tests.helpers.server import FakeTransport, record, request_start, stdin
 
 
 def setup(tmp_path: Path, source: str) -> tuple[FastCGIProtocol, Path, Path]:

@@ -13,8 +13,7 @@ from fcgi_lua.config import load
 from fcgi_lua.lua import LuaEngine
 from fcgi_lua.protocol import FastCGIProtocol
 from fcgi_lua.server import Server
-
-from .test_body_server import FakeTransport, pair, record, stdin
+from tests.helpers.server import FakeTransport, pair, record, stdin
 
 
 def request(script: Path, method: bytes = b"GET", body: bytes = b"") -> bytes:
