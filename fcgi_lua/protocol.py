@@ -373,9 +373,10 @@ class FastCGIProtocol(asyncio.Protocol):
     def _process(self) -> None:
         self._decode()
         if self._ready:
-            self._start_ready()
+            self.server.start_soon(self)
 
-    def _start_ready(self) -> None:
+    def start_ready(self) -> None:
+        """Start the requests whose params ended (Server.start_soon)."""
         ready, self._ready = self._ready, []
         requests = self._requests
         for responder in ready:
@@ -439,7 +440,7 @@ class FastCGIProtocol(asyncio.Protocol):
         responder = Responder(self, event.request_id, request)
         self._requests[event.request_id] = responder
         self._begun += 1
-        # It starts once this read's records are decoded (_start_ready):
+        # It starts once this loop iteration's reads are done (start_ready):
         # a body or an abort that came with the params is seen first.
         self._ready.append(responder)
 

@@ -126,6 +126,7 @@ class Server:
         self._sweeper: asyncio.TimerHandle | None = None
         self.sweep_time = 0.0  # loop.time() of the last sweep
         self.tasks: set[asyncio.Task[None]] = set()
+        self._ready: list[FastCGIProtocol] = []  # connections with requests to start
         self._servers: list[asyncio.AbstractServer] = []
         self._unix_paths: list[str] = []
         # Set by a graceful stop: connections close as soon as they are idle.
@@ -214,6 +215,22 @@ class Server:
     @property
     def in_flight(self) -> int:
         return len(self.tasks)
+
+    def start_soon(self, conn: FastCGIProtocol) -> None:
+        """Start ``conn``'s ready requests once this loop iteration's reads
+        are done, with every other connection's: as tasks used to start,
+        so that requests that wait (a cosocket) send what they send after
+        the iteration's input is read, not in the middle of it (measured:
+        starting each inside its read cost redis INCR 15-25 % more CPU
+        and req/s); one callback per iteration for all of them."""
+        self._ready.append(conn)
+        if len(self._ready) == 1:
+            self.loop().call_soon(self._start_ready)
+
+    def _start_ready(self) -> None:
+        ready, self._ready = self._ready, []
+        for conn in ready:
+            conn.start_ready()
 
     def spawn(self, coro: Any) -> asyncio.Task[None]:
         task: asyncio.Task[None] = self.loop().create_task(coro)

@@ -1,6 +1,7 @@
-"""A request runs as far as it can in the read that completed it: one that
-never waits needs no task; one that waits gets a task, and an abort that
-comes before that task's first step still reaches the script's wait."""
+"""A request runs as far as it can once the loop iteration that read it is
+done with its reads: one that never waits needs no task; one that waits
+gets a task, and an abort that comes before that task's first step still
+reaches the script's wait."""
 
 from __future__ import annotations
 
@@ -58,7 +59,9 @@ def test_a_request_that_never_waits_runs_without_a_task(tmp_path: Path) -> None:
 
     async def scenario() -> None:
         protocol.data_received(request(script))
-        # over before the loop ran once: no task was ever made for it
+        assert server.requests_served == 0  # not before the iteration's reads are done
+        await asyncio.sleep(0)  # it runs, and its corked output is queued
+        # over within that one callback: no task was ever made for it
         assert server.tasks == set()
         assert server.requests_served == 1
         await asyncio.sleep(0)  # the corked output leaves in one write
@@ -74,7 +77,9 @@ def test_a_body_that_came_with_the_params_is_read_without_waiting(tmp_path: Path
 
     async def scenario() -> None:
         protocol.data_received(request(script, b"POST", b"x" * 5000))
+        await asyncio.sleep(0)
         assert server.tasks == set()
+        assert server.requests_served == 1
         await asyncio.sleep(0)
 
     asyncio.run(scenario())
@@ -86,6 +91,7 @@ def test_a_request_that_waits_gets_a_task(tmp_path: Path) -> None:
 
     async def scenario() -> None:
         protocol.data_received(request(script))
+        await asyncio.sleep(0)
         assert len(server.tasks) == 1
         await asyncio.wait(set(server.tasks))
         await asyncio.sleep(0)
@@ -107,6 +113,7 @@ def test_an_abort_before_the_task_ran_reaches_the_scripts_wait(tmp_path: Path) -
         loop = asyncio.get_running_loop()
         began = loop.time()
         protocol.data_received(request(script))
+        await asyncio.sleep(0)  # its first resume ran: it waits, in a task
         (task,) = server.tasks
         protocol.connection_lost(None)
         await asyncio.wait({task}, timeout=5)
@@ -117,3 +124,23 @@ def test_an_abort_before_the_task_ran_reaches_the_scripts_wait(tmp_path: Path) -
     assert elapsed < 1  # not the 30 s sleep: the abort cancelled the wait
     assert engine.running == {}  # the coroutine was let go of
     assert server.requests_served == 1
+
+
+def test_a_request_aborted_before_it_started_never_runs(tmp_path: Path) -> None:
+    # params and the connection's end in one loop iteration: the script
+    # must not run for a front server that is gone
+    marker = tmp_path / "ran"
+    protocol, server, transport, script = setup(
+        tmp_path, f"io.open('{marker}', 'w'):close() ngx.say('hi')"
+    )
+
+    async def scenario() -> None:
+        protocol.data_received(request(script))
+        protocol.connection_lost(None)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+
+    asyncio.run(scenario())
+    assert not marker.exists()
+    assert server.tasks == set()
+    assert stdout_of(transport) == b""
