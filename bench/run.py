@@ -496,8 +496,11 @@ def main(argv: list[str] | None = None) -> int:
             results["php-fpm hello"] = bench.wrk(
                 "php-fpm hello", "/hello.php", args.connections, php.pid if php else None
             )
-        for proc, path in zip(floors, ["/floor-c", "/floor-py"][-len(floors) :], strict=True):
-            name = "C floor hello" if path == "/floor-c" else "Python floor hello"
+        for proc in floors:
+            c_floor = proc.args[0] != sys.executable
+            name, path = (
+                ("C floor hello", "/floor-c") if c_floor else ("Python floor hello", "/floor-py")
+            )
             bench.check(path, b"Hello, world!\n")
             results[name] = bench.wrk(name, path, args.connections, proc.pid)
         if "sleep" in runs:
