@@ -3,10 +3,14 @@ as nginx sends them, and a transport that keeps what the server writes."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import struct
+import threading
 from pathlib import Path
 from typing import Any
+
+import uvloop
 
 
 def record(rtype: int, content: bytes = b"", request_id: int = 1) -> bytes:
@@ -62,3 +66,31 @@ class FakeTransport:
 
     def resume_reading(self) -> None:
         pass
+
+
+def serve_in_thread(config: Any) -> tuple[Any, asyncio.AbstractEventLoop, threading.Thread]:
+    """A real Server (its engine from ``config``) listening on its own
+    uvloop in a daemon thread; returns once it listens."""
+    from fcgi_lua.server import Server
+    from fcgi_lua.worker import make_engine
+
+    loop = uvloop.new_event_loop()
+    server = Server(config, make_engine(config))
+    started = threading.Event()
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(server.start())
+        started.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert started.wait(10), "responder did not start"
+    return server, loop, thread
+
+
+def stop_in_thread(server: Any, loop: asyncio.AbstractEventLoop) -> None:
+    """Stop what serve_in_thread started."""
+    asyncio.run_coroutine_threadsafe(server.stop(timeout=2), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)

@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import uvloop
 
 from fcgi_lua.config import load
 from fcgi_lua.server import Server
-from fcgi_lua.worker import make_engine
 from tests.helpers.net import free_port
+from tests.helpers.server import serve_in_thread, stop_in_thread
 
 SCRIPTS = {
     "hello.lua": 'ngx.say("hello from ", ngx.var.request_method)',
@@ -54,24 +52,11 @@ def responder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Responder]:
     port = free_port()
     unix_path = str(base / "fcgi.sock")
     config = load(None, {"root": str(root), "listen": [f"127.0.0.1:{port}", f"unix:{unix_path}"]})
-    loop = uvloop.new_event_loop()
-    server = Server(config, make_engine(config))
-    started = threading.Event()
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(server.start())
-        started.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert started.wait(10), "responder did not start"
+    server, loop, thread = serve_in_thread(config)
     try:
         yield Responder(root, port, unix_path, server, loop)
     finally:
-        asyncio.run_coroutine_threadsafe(server.stop(timeout=2), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
+        stop_in_thread(server, loop)
         thread.join(10)
         loop.close()
 

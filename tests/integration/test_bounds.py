@@ -10,18 +10,16 @@ import resource
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import uvloop
 
 from fcgi_lua.config import load
 from fcgi_lua.server import Server
-from fcgi_lua.worker import make_engine
-from tests.integration.conftest import free_port
+from tests.helpers.net import free_port
+from tests.helpers.server import serve_in_thread, stop_in_thread
 from tests.integration.fcgi_client import begin, get, params, read_until_ended
 
 SCRIPTS = {
@@ -59,25 +57,13 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., int]]:
         write_scripts(root)
         port = free_port()
         config = load(None, {"root": str(root), "listen": [f"127.0.0.1:{port}"], **options})
-        loop = uvloop.new_event_loop()
-        server = Server(config, make_engine(config))
-        started = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            loop.run_until_complete(server.start())
-            started.set()
-            loop.run_forever()
-
-        threading.Thread(target=run, daemon=True).start()
-        assert started.wait(10)
+        server, loop, _ = serve_in_thread(config)
         running.append((server, loop))
         return port
 
     yield start
     for server, loop in running:
-        asyncio.run_coroutine_threadsafe(server.stop(timeout=2), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
+        stop_in_thread(server, loop)
 
 
 def closed_by_server(sock: socket.socket, seconds: float) -> bool:

@@ -7,19 +7,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-import uvloop
 
 from fcgi_lua.config import load
 from fcgi_lua.server import Server
-from fcgi_lua.worker import make_engine
-from tests.integration.conftest import free_port
+from tests.helpers.net import free_port
+from tests.helpers.server import serve_in_thread, stop_in_thread
 from tests.integration.fcgi_client import get
 
 SCRIPTS = {
@@ -38,18 +36,7 @@ def start(tmp_path: Path, **options: object) -> tuple[Server, asyncio.AbstractEv
         (root / name).write_text(text)
     port = free_port()
     config = load(None, {"root": str(root), "listen": [f"127.0.0.1:{port}"], **options})
-    loop = uvloop.new_event_loop()
-    server = Server(config, make_engine(config))
-    started = threading.Event()
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(server.start())
-        started.set()
-        loop.run_forever()
-
-    threading.Thread(target=run, daemon=True).start()
-    assert started.wait(10)
+    server, loop, _ = serve_in_thread(config)
     return server, loop, port
 
 
@@ -65,8 +52,7 @@ def limited(tmp_path: Path) -> Iterator[tuple[Path, int]]:
     try:
         yield tmp_path / "www", port
     finally:
-        asyncio.run_coroutine_threadsafe(server.stop(timeout=2), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
+        stop_in_thread(server, loop)
 
 
 def status(response: bytes) -> int:
@@ -121,12 +107,10 @@ def test_allowed_clients_closes_others(tmp_path: Path, caplog: pytest.LogCapture
             with contextlib.suppress(ConnectionResetError):
                 assert sock.recv(100) == b""
     finally:
-        asyncio.run_coroutine_threadsafe(server.stop(timeout=2), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
+        stop_in_thread(server, loop)
     server, loop, port = start(tmp_path, allowed_clients=["127.0.0.0/8"])
     try:
         response = get(("127.0.0.1", port), str(tmp_path / "www" / "ok.lua"))
         assert response.endswith(b"ok\n")
     finally:
-        asyncio.run_coroutine_threadsafe(server.stop(timeout=2), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
+        stop_in_thread(server, loop)
