@@ -113,6 +113,7 @@ class Body:
     """One request's body: fed by the server, read by the script."""
 
     __slots__ = (
+        "_built",
         "_chunks",
         "_closed",
         "_done",
@@ -154,6 +155,8 @@ class Body:
         self._done: asyncio.Event | None = None
         self._owned: list[str] = []
         self._closed = False
+        # the temp file of a body the script builds (ngx.req.append_body)
+        self._built: str | None = None
         # streaming (ngx.req.socket): what came and was not read yet, after
         # what had been spooled before the script asked for the stream
         self.streaming = False
@@ -207,6 +210,7 @@ class Body:
         self._closed = True
         self._chunks = []
         self._close_spool()
+        self.drop_built()
         self._end_stream()
         owned, self._owned = self._owned, []
         if self.path is not None:
@@ -331,6 +335,28 @@ class Body:
             self._owned.remove(path)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+
+    def write_built(self, data: bytes) -> str:
+        """ngx.req.append_body / finish_body past the script's buffer: ``data``
+        appended to the body the script builds in a temp file of its own
+        (made by the first call, removed by ``drop_built`` or ``close``);
+        the file's path.  No handle stays open between calls.  Raises OSError."""
+        path = self._built
+        if path is None:
+            handle, path = self.new_temp_file(SPOOL_PREFIX)
+            self._built = path
+        else:
+            handle = open(path, "ab")  # noqa: SIM115 (closed below)
+        with handle:
+            handle.write(data)
+        return path
+
+    def drop_built(self) -> None:
+        """ngx.req.init_body / set_body_data: the file the script built is no
+        longer the body: remove it now."""
+        path, self._built = self._built, None
+        if path is not None:
+            self.forget_temp_file(path)
 
     # -- internals -------------------------------------------------------------
 

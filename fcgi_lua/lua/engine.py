@@ -270,6 +270,7 @@ class LuaEngine:
                 b"update_time": time.time,
                 b"params": self._params,
                 b"body_now": self._body_now,
+                b"body_build": self._body_build,
                 **strings.FUNCTIONS,
                 b"reasons": lua.table_from(
                     {code: reason_phrase(code).encode("ascii") for code in range(100, 1000)}
@@ -400,6 +401,25 @@ class LuaEngine:
         if path is not None:
             return self._lua.table_from({b"file": os.fsencode(path)})
         return self._lua.table_from({b"data": request.body_data or b""})
+
+    def _body_build(self, data: Any = None) -> Any:
+        """ngx.req.init_body / append_body / finish_body / set_body_data
+        (ngx.lua): with ``data``, append it to the body the script builds in
+        a temp file, -> its path (or nil, why not); without, remove that
+        file (a new body replaces it) -> the request's
+        client_body_buffer_size (init_body's default buffer)."""
+        request = self._request
+        if request is None:
+            return None
+        body = request.body
+        if data is None:
+            body.drop_built()
+            return body.buffer_size
+        try:
+            return os.fsencode(body.write_built(bytes(data)))
+        except OSError as exc:
+            log.error("%s: cannot write the request body: %s", request.script_path, exc)
+            return None, str(exc).encode("utf-8", "replace")
 
     def _graceful_exit(self) -> None:
         # ngx.process.signal_graceful_exit(): the worker stops gracefully

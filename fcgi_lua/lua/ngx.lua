@@ -1718,7 +1718,6 @@ end
 -- memory up to client_body_buffer_size, else in a temp file); the script
 -- sees r.body_state: nil (not read), "memory" (r.body), "file"
 -- (r.body_file) or "discarded".
-local io_open = io.open
 
 function req.read_body()
     local r = cur
@@ -1790,6 +1789,148 @@ function req.get_body_file()
     return r.body_file
 end
 
+-- ngx.req.set_body_data / init_body / append_body / finish_body: the body
+-- the script sees from now on (get_body_data, get_body_file, get_post_args,
+-- $request_body, Content-Length), as OpenResty's content phase sees it; the
+-- front server has sent the request already, so nothing else changes.  A
+-- body built past init_body's buffer goes to a temp file of the request's
+-- own (Python's body_build helper), removed when the request ends.
+local py_body_build = helpers.body_build
+
+local function body_request(fname, nargs, want, ...)
+    if nargs ~= want and not (want == 1 and fname == "init_body" and nargs == 0) then
+        error((fname == "init_body" and "expecting 0 or 1 argument but seen "
+               or fname == "finish_body" and "expecting 0 argument but seen "
+               or "expecting 1 arguments but seen ") .. nargs, 3)
+    end
+    local data = ...
+    if want == 1 and fname ~= "init_body" then
+        if type(data) == "number" then
+            data = num2str(data)
+        elseif type(data) ~= "string" then
+            error("bad argument #1 to '" .. fname .. "' (string expected, got "
+                  .. type(data) .. ")", 3)
+        end
+    end
+    local r = cur
+    if not r then
+        no_request()
+    end
+    return r, data
+end
+
+-- what nginx's headers_in.content_length becomes: $http_content_length,
+-- $content_length and get_headers()["content-length"]
+local function set_body_length(r, n)
+    local value = format("%d", n)
+    local params, out = params_of(r), {}
+    for i = 1, #params, 2 do
+        local k = params[i]
+        if k ~= "CONTENT_LENGTH" and k ~= "HTTP_CONTENT_LENGTH" then
+            out[#out + 1] = k
+            out[#out + 1] = params[i + 1]
+        end
+    end
+    out[#out + 1] = "CONTENT_LENGTH"
+    out[#out + 1] = value
+    out[#out + 1] = "HTTP_CONTENT_LENGTH"
+    out[#out + 1] = value
+    r.params = out
+    r.header_list, r.vars = nil, nil
+end
+
+local function check_body_read(r)
+    local state = r.body_state
+    if state == "discarded" then
+        error("request body already discarded asynchronously", 3)
+    elseif not state or state == "failed" then
+        error("request body not read yet", 3)
+    end
+end
+
+function req.set_body_data(...)
+    local r, data = body_request("set_body_data", select("#", ...), 1, ...)
+    check_body_read(r)
+    r.new_body = nil
+    py_body_build()
+    r.body_state, r.body, r.body_file = "memory", data, nil
+    set_body_length(r, #data)
+end
+
+function req.init_body(...)
+    local r, size = body_request("init_body", select("#", ...), 1, ...)
+    check_body_read(r)
+    local default = py_body_build()
+    if select("#", ...) == 1 then
+        local n = tonumber(size)
+        if n == nil then
+            error("bad argument #1 to 'init_body' (number expected, got " .. type(size) .. ")", 2)
+        end
+        n = n >= 0 and floor(n) or -floor(-n) -- luaL_checkinteger truncates
+        if n < 0 then
+            error("bad size argument: " .. format("%d", n), 2)
+        end
+        size = n
+    else
+        size = default
+    end
+    -- size 0: every append goes to the file (nginx's request_body_in_file_only)
+    r.new_body = { size = size, parts = {}, used = 0, length = 0 }
+    r.body_state, r.body, r.body_file = "memory", "", nil
+end
+
+local function spill(r, data)
+    local path, err = py_body_build(data)
+    if not path then
+        error("fail to write file", 3)
+    end
+    r.new_body.file = path
+end
+
+function req.append_body(...)
+    local r, data = body_request("append_body", select("#", ...), 1, ...)
+    local nb = r.new_body
+    if not nb then
+        error("request_body not initialized", 2)
+    end
+    nb.length = nb.length + #data
+    if nb.size == 0 then
+        spill(r, data)
+        return
+    end
+    -- nginx fills a buffer of `size` bytes and writes it out when full and
+    -- more comes: a body of exactly `size` bytes stays in memory
+    local parts, room = nb.parts, nb.size - nb.used
+    while #data > 0 do
+        if room == 0 then
+            spill(r, concat(parts))
+            parts = {}
+            nb.parts, nb.used, room = parts, 0, nb.size
+        end
+        local piece = #data <= room and data or sub(data, 1, room)
+        parts[#parts + 1] = piece
+        nb.used = nb.used + #piece
+        room = room - #piece
+        data = sub(data, #piece + 1)
+    end
+end
+
+function req.finish_body(...)
+    local r = body_request("finish_body", select("#", ...), 0)
+    local nb = r.new_body
+    if not nb then
+        error("request_body not initialized", 2)
+    end
+    if nb.file then
+        spill(r, concat(nb.parts))
+        r.body_state, r.body, r.body_file = "file", nil, nb.file
+        nb.parts, nb.used = {}, 0
+    else
+        r.body_state, r.body, r.body_file = "memory", concat(nb.parts), nil
+    end
+    set_body_length(r, nb.length)
+end
+
 function req.get_post_args(max)
     local r = cur
     if not r then
@@ -1800,15 +1941,8 @@ function req.get_post_args(max)
     if state == "memory" then
         return parse_args(r.body, max)
     elseif state == "file" then
-        -- fcgi-lua: parsed from the temp file (OpenResty answers nil,
-        -- "request body in temp file not supported").
-        local f, err = io_open(r.body_file, "rb")
-        if not f then
-            return nil, "cannot read the request body file: " .. tostring(err)
-        end
-        local data = f:read("*a")
-        f:close()
-        return parse_args(data or "", max)
+        -- as OpenResty: read it with get_body_file()
+        return nil, "request body in temp file not supported"
     elseif state == "discarded" or state == "socket" then
         return {}
     end
@@ -1858,7 +1992,6 @@ local function unavailable(what)
 end
 
 -- ngx.req.socket: socket.lua (the body's stream reads like a cosocket)
-req.set_body_data = unavailable("ngx.req.set_body_data")
 req.set_body_file = unavailable("ngx.req.set_body_file")
 
 -- ngx.exec: over FastCGI the front server owns the location tree, so the

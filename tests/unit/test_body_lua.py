@@ -79,15 +79,14 @@ local f = assert(io.open(path, "rb"))
 local data = f:read("*a")
 f:close()
 ngx.say(#data, " ", ngx.md5(data))
-local args = ngx.req.get_post_args()  -- fcgi-lua parses the file too
-ngx.say(#args.a, " ", args.b)
+ngx.say(ngx.req.get_post_args())  -- as OpenResty: read the file
 ngx.say(path:match("fcgi%-lua%-body%-") and "named" or path)
 """
     res, request = post(tmp_path, src, data)
     assert res.body == (
         b"nil\n"
         + f"{len(data)} {__import__('hashlib').md5(data).hexdigest()}\n".encode()
-        + b"100 2\nnamed\n"
+        + b"nilrequest body in temp file not supported\nnamed\n"
     )
     assert len(temp_files(tmp_path)) == 1  # until the server closes the request
     request.close()
@@ -245,3 +244,142 @@ ngx.say(res.fields.a, " ", tostring(res.fields.b), " ", #res.files, " ", err)
 def test_get_multipart_body_too_large_is_413(tmp_path: Path) -> None:
     res, _ = post(tmp_path, MULTIPART_SCRIPT, form(part(b"a", b"1" * 300)), ctype=CTYPE, limit=100)
     assert res.status == 413
+
+
+# -- the body the script sets: set_body_data, init/append/finish_body ----------
+
+
+def test_set_body_data_replaces_a_spooled_body(tmp_path: Path) -> None:
+    src = """
+ngx.req.read_body()
+local old = ngx.req.get_body_file()
+ngx.req.set_body_data("a=1&b=x+y")
+ngx.say(ngx.req.get_body_data(), " ", ngx.var.request_body, " ", tostring(ngx.req.get_body_file()))
+ngx.say(ngx.var.http_content_length, " ", ngx.var.content_length, " ",
+        ngx.req.get_headers()["content-length"])
+local args = ngx.req.get_post_args()
+ngx.say(args.a, " ", args.b, " ", io.open(old) and "old kept" or "old gone")
+ngx.req.set_body_data("")
+ngx.say(tostring(ngx.req.get_body_data()), " ", ngx.var.http_content_length)
+"""
+    res, request = post(tmp_path, src, b"z" * 200)
+    assert res.status == 200, res.body
+    assert res.body == b"a=1&b=x+y a=1&b=x+y nil\n9 9 9\n1 x y old kept\nnil 0\n"
+    request.close()
+    assert temp_files(tmp_path) == []
+
+
+def test_init_append_finish_in_memory(tmp_path: Path) -> None:
+    src = """
+ngx.req.read_body()
+ngx.req.init_body(4)
+ngx.req.append_body("h")
+ngx.req.append_body("ell")
+ngx.req.finish_body()
+ngx.say(ngx.var.http_content_length, " ", ngx.req.get_body_data(), " ",
+        tostring(ngx.req.get_body_file()))
+"""
+    res, _ = post(tmp_path, src, b"old body")
+    assert res.body == b"4 hell nil\n"
+    assert temp_files(tmp_path) == []
+
+
+def test_init_append_finish_past_the_buffer_goes_to_a_file(tmp_path: Path) -> None:
+    src = """
+ngx.req.read_body()
+ngx.req.init_body(4)
+ngx.req.append_body("h")
+ngx.req.append_body("ell")
+ngx.req.append_body("o, world")
+ngx.req.finish_body()
+local path = ngx.req.get_body_file()
+local f = assert(io.open(path, "rb"))
+ngx.say(ngx.var.http_content_length, " ", tostring(ngx.req.get_body_data()), " ", f:read("*a"))
+f:close()
+ngx.say(ngx.req.get_post_args())
+ngx.req.init_body(0)  -- the built file is removed; every append goes to a new one
+ngx.req.append_body("he")
+ngx.req.append_body("llo")
+ngx.req.finish_body()
+f = assert(io.open(ngx.req.get_body_file(), "rb"))
+ngx.say(ngx.var.http_content_length, " ", tostring(ngx.req.get_body_data()), " ", f:read("*a"),
+        " ", io.open(path) and "first kept" or "first gone")
+f:close()
+"""
+    res, request = post(tmp_path, src, b"", buffer=1024)
+    assert res.status == 200, res.body
+    assert res.body == (
+        b"12 nil hello, world\nnilrequest body in temp file not supported\n"
+        b"5 nil hello first gone\n"
+    )
+    assert len(temp_files(tmp_path)) == 1
+    request.close()
+    assert temp_files(tmp_path) == []
+
+
+def test_init_body_default_size_is_client_body_buffer_size(tmp_path: Path) -> None:
+    src = """
+ngx.req.read_body()
+ngx.req.init_body()
+ngx.req.append_body("hell")
+ngx.req.finish_body()
+ngx.say(tostring(ngx.req.get_body_data()), " ", tostring(ngx.req.get_body_file()))
+ngx.req.init_body()
+ngx.req.append_body("hello")
+ngx.req.finish_body()
+ngx.say(tostring(ngx.req.get_body_data()), " ", ngx.req.get_body_file() and "file")
+"""
+    res, _ = post(tmp_path, src, b"", buffer=4)
+    assert res.body == b"hell nil\nnil file\n"
+
+
+def test_body_building_errors(tmp_path: Path) -> None:
+    src = """
+local function try(f, ...)
+    local ok, err = pcall(f, ...)
+    ngx.say((tostring(err):gsub("^.-:%d+: ", "")))
+end
+try(ngx.req.init_body)
+try(ngx.req.set_body_data, "x")
+ngx.req.read_body()
+try(ngx.req.append_body, "x")
+try(ngx.req.finish_body)
+try(ngx.req.init_body, -1)
+try(ngx.req.init_body, 1, 2)
+try(ngx.req.set_body_data)
+try(ngx.req.set_body_data, {})
+"""
+    res, _ = post(tmp_path, src, b"abc")
+    assert res.body == (
+        b"request body not read yet\n"
+        b"request body not read yet\n"
+        b"request_body not initialized\n"
+        b"request_body not initialized\n"
+        b"bad size argument: -1\n"
+        b"expecting 0 or 1 argument but seen 2\n"
+        b"expecting 1 arguments but seen 0\n"
+        b"bad argument #1 to 'set_body_data' (string expected, got table)\n"
+    )
+    src = """
+ngx.req.discard_body()
+local ok, err = pcall(ngx.req.init_body)
+ngx.say(err)
+"""
+    res, _ = post(tmp_path, src, b"abc")
+    assert res.body.endswith(b"request body already discarded asynchronously\n")
+
+
+def test_req_socket_then_init_append_finish(tmp_path: Path) -> None:
+    src = """
+local sock = assert(ngx.req.socket())
+ngx.req.init_body(100)
+while true do
+    local data, err = sock:receive(1)
+    if not data then break end
+    ngx.req.append_body(data)
+end
+ngx.req.finish_body()
+ngx.say(ngx.var.http_content_length, " ", ngx.req.get_body_data())
+"""
+    res, _ = post(tmp_path, src, b"hello, my dear friend!")
+    assert res.body == b"22 hello, my dear friend!\n"
