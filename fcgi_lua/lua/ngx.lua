@@ -550,9 +550,22 @@ end
 -- Query strings and urlencoded bodies, the way ngx_http_lua_parse_args
 -- reads them: "&"-separated, "+" is a space, "k" alone is true, "k=" is
 -- "", empty keys are dropped, at most max (default 100, 0 = no limit).
-local function parse_args(s, max)
-    local args, n = {}, 0
-    for piece in gmatch(s, "[^&]+") do
+-- The limit counts "&"-separated pieces, empty keys included: for
+-- get_post_args / decode_args (the C parser) "truncated" comes at the
+-- max-th "&"; for get_uri_args (resty.core's FFI, by_pieces) when there are
+-- more than max pieces, and then the first max pieces with a key are kept.
+local function parse_args(s, max, by_pieces)
+    local args, len = {}, #s
+    local stored, amps = 0, 0
+    local truncated = false
+    if by_pieces and max > 0 then
+        local _, n = gsub(s, "&", "")
+        truncated = (n > 0 and n + 1 or 1) > max
+    end
+    local start = 1
+    while start <= len do
+        local amp = find(s, "&", start, true)
+        local piece = sub(s, start, (amp or len + 1) - 1)
         local eq = find(piece, "=", 1, true)
         local k, v
         if eq then
@@ -563,12 +576,26 @@ local function parse_args(s, max)
             v = true
         end
         if k ~= "" then
-            if max > 0 and n >= max then
+            add_arg(args, k, v)
+            stored = stored + 1
+        end
+        if by_pieces then
+            if truncated and stored == max then
+                break
+            end
+        elseif amp and max > 0 then
+            amps = amps + 1
+            if amps == max then
                 return args, "truncated"
             end
-            n = n + 1
-            add_arg(args, k, v)
         end
+        if not amp then
+            break
+        end
+        start = amp + 1
+    end
+    if truncated then
+        return args, "truncated"
     end
     return args
 end
@@ -1534,7 +1561,7 @@ function req.get_uri_args(max)
         no_request()
     end
     max = check_max(max, "get_uri_args", 1)
-    return parse_args(get_var(r, "args") or "", max)
+    return parse_args(get_var(r, "args") or "", max, true)
 end
 
 function req.set_uri_args(args)

@@ -350,6 +350,40 @@ ngx.say(select(2, pcall(ngx.decode_args, nil)))
     )
 
 
+def test_args_limit_counts_pieces_with_empty_keys(tmp_path: Path) -> None:
+    # Checked against OpenResty 0.10.23: decode_args / get_post_args (the C
+    # parser) say "truncated" at the max-th "&"; get_uri_args (resty.core's
+    # FFI) when there are more than max "&"-separated pieces, empty ones
+    # included, and keeps the first max that have a key.
+    src = """
+local function dump(t)
+  local keys = {}
+  for k in pairs(t) do keys[#keys+1] = tostring(k) end
+  table.sort(keys)
+  local out = {}
+  for _, k in ipairs(keys) do out[#out+1] = k .. "=" .. tostring(t[k]) end
+  return table.concat(out, " ")
+end
+local function show(t, e) ngx.say(dump(t), " ", tostring(e)) end
+for _, q in ipairs({"foo=3&=hello&=world", "a=1&&&b", "a=1&b=2", "a=1&b=2&", "&&a", "a&=&b&c"}) do
+  show(ngx.decode_args(q, 2))
+end
+show(ngx.req.get_uri_args(2))
+"""
+    for query, uri_args in [
+        (b"foo=3&=hello&=world", b"foo=3 truncated\n"),
+        (b"a=1&&&b", b"a=1 b=true truncated\n"),
+        (b"a=1&b=2&", b"a=1 b=2 truncated\n"),
+        (b"&&a", b"a=true truncated\n"),
+        (b"a&=&b&c", b"a=true b=true truncated\n"),
+        (b"a=1&b=2", b"a=1 b=2 nil\n"),
+    ]:
+        assert body(tmp_path, src, params=make_params(query=query)) == (
+            b"foo=3 truncated\na=1 truncated\na=1 b=2 nil\na=1 b=2 truncated\n"
+            b" truncated\na=true truncated\n" + uri_args
+        ), query
+
+
 def test_get_headers(tmp_path: Path) -> None:
     src = (
         DUMP
