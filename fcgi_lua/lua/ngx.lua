@@ -615,9 +615,20 @@ local function check_max(max, fname, argn)
     return m
 end
 
+-- The function name luaL_argerror puts in the message of one of
+-- OpenResty's C functions: the one its caller called it by, "?" when a C
+-- function called it (pcall(ngx.encode_args, true)).
+local function c_name(fname)
+    local info = getinfo(2, "n") -- 1: c_name, 2: the API function (named by its caller)
+    return info and info.name and fname or "?"
+end
+
 function ngx.decode_args(str, max)
-    if type(str) ~= "string" then
-        error("bad argument #1 to 'decode_args' (string expected, got " .. type(str) .. ")", 2)
+    if type(str) == "number" then
+        str = num2str(str)
+    elseif type(str) ~= "string" then
+        error("bad argument #1 to '" .. c_name("decode_args") .. "' (string expected, got "
+              .. type(str) .. ")", 2)
     end
     return parse_args(str, check_max(max, "decode_args", 2))
 end
@@ -641,7 +652,8 @@ end
 
 function ngx.encode_args(args)
     if type(args) ~= "table" then
-        error("bad argument #1 to 'encode_args' (table expected, got " .. type(args) .. ")", 2)
+        error("bad argument #1 to '" .. c_name("encode_args") .. "' (table expected, got "
+              .. type(args) .. ")", 2)
     end
     local parts = {}
     for k, v in pairs(args) do

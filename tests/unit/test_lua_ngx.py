@@ -384,6 +384,26 @@ show(ngx.req.get_uri_args(2))
         ), query
 
 
+def test_c_function_argument_errors_under_pcall_name_no_function(tmp_path: Path) -> None:
+    # OpenResty's encode_args / decode_args are C functions: luaL_argerror
+    # names them as their caller did, "?" when pcall called them directly
+    src = """
+ngx.say(select(2, pcall(ngx.encode_args, true)))
+ngx.say(select(2, pcall(function() ngx.encode_args(true) end)))
+ngx.say(select(2, pcall(ngx.decode_args, {})))
+ngx.say(select(2, pcall(function() local x = ngx.decode_args({}) return x end)))
+ngx.say(ngx.decode_args(12)["12"])
+"""
+    out = body(tmp_path, src).decode()
+    assert re.sub(r"(?m)^\S*t\.lua:", "t.lua:", out) == (
+        "bad argument #1 to '?' (table expected, got boolean)\n"
+        "t.lua:3: bad argument #1 to 'encode_args' (table expected, got boolean)\n"
+        "bad argument #1 to '?' (string expected, got table)\n"
+        "t.lua:5: bad argument #1 to 'decode_args' (string expected, got table)\n"
+        "true\n"
+    )
+
+
 def test_get_headers(tmp_path: Path) -> None:
     src = (
         DUMP
