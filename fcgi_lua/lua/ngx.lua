@@ -1595,6 +1595,56 @@ function req.set_uri_args(args)
     r.var_set.is_args = args ~= "" and "?" or ""
 end
 
+-- ngx.req.set_uri(uri, jump?, binary?): $uri (and $document_uri) from now
+-- on, as in OpenResty's content phase; jump (a new location match) is a
+-- rewrite-phase feature OpenResty refuses here too.
+function req.set_uri(...)
+    local n = select("#", ...)
+    if n < 1 or n > 3 then
+        error("expecting 1, 2 or 3 arguments but seen " .. n, 2)
+    end
+    local r = cur
+    if not r then
+        no_request()
+    end
+    local uri, jump, binary = ...
+    if type(uri) == "number" then
+        uri = num2str(uri)
+    elseif type(uri) ~= "string" then
+        error("bad argument #1 to '" .. c_name("set_uri") .. "' (string expected, got "
+              .. type(uri) .. ")", 2)
+    end
+    if uri == "" then
+        error("attempt to use zero-length uri", 2)
+    end
+    if n >= 3 and type(binary) ~= "boolean" then
+        error("bad argument #3 to '" .. c_name("set_uri") .. "' (boolean expected, got "
+              .. type(binary) .. ")", 2)
+    end
+    if not binary then
+        local bad = find(uri, "[%z\1-\8\10-\31\127]")
+        if bad then
+            local shown = gsub(uri, '[%z\1-\31"\\\127-\255]', function(c)
+                return format("\\x%02X", byte(c))
+            end)
+            error(format('unsafe byte "0x%02x" in uri "%s" (maybe you want to set the '
+                         .. "'binary' argument?)", byte(uri, bad), shown), 2)
+        end
+    end
+    if n >= 2 then
+        if type(jump) ~= "boolean" then
+            error("bad argument #2 to '" .. c_name("set_uri") .. "' (boolean expected, got "
+                  .. type(jump) .. ")", 2)
+        end
+        if jump then
+            error("API disabled in the context of content_by_lua*", 2)
+        end
+    end
+    r.var_set = r.var_set or {}
+    r.var_set.uri = uri
+    r.var_set.document_uri = uri
+end
+
 -- Header names come back from CGI params: HTTP_X_FOO is "x-foo" (or
 -- "X-Foo" with raw), CONTENT_TYPE/LENGTH count when no HTTP_ copy came.
 local function title_case(name)

@@ -404,6 +404,35 @@ ngx.say(ngx.decode_args(12)["12"])
     )
 
 
+def test_set_uri_without_jump(tmp_path: Path) -> None:
+    # messages checked against OpenResty 0.10.23 (content_by_lua_file)
+    src = r"""
+ngx.req.set_uri("\0foo", false, true)
+ngx.say(ngx.var.uri == "\0foo", " ", ngx.var.document_uri == "\0foo")
+ngx.say(select(2, pcall(ngx.req.set_uri, "/a\tb\"\\\200\1x")))
+ngx.say(select(2, pcall(ngx.req.set_uri, "/a\127")))
+ngx.say(select(2, pcall(ngx.req.set_uri, {})))
+ngx.say(select(2, pcall(ngx.req.set_uri, "/a", 1)))
+ngx.say(select(2, pcall(ngx.req.set_uri, "/a", true)))
+ngx.say(select(2, pcall(ngx.req.set_uri, "")))
+ngx.say(select(2, pcall(ngx.req.set_uri)))
+ngx.req.set_uri("/x y")
+ngx.say(ngx.var.uri)
+"""
+    assert body(tmp_path, src) == (
+        b"true true\n"
+        b'unsafe byte "0x01" in uri "/a\\x09b\\x22\\x5C\\xC8\\x01x"'
+        b" (maybe you want to set the 'binary' argument?)\n"
+        b'unsafe byte "0x7f" in uri "/a\\x7F" (maybe you want to set the \'binary\' argument?)\n'
+        b"bad argument #1 to '?' (string expected, got table)\n"
+        b"bad argument #2 to '?' (boolean expected, got number)\n"
+        b"API disabled in the context of content_by_lua*\n"
+        b"attempt to use zero-length uri\n"
+        b"expecting 1, 2 or 3 arguments but seen 0\n"
+        b"/x y\n"
+    )
+
+
 def test_get_headers(tmp_path: Path) -> None:
     src = (
         DUMP
