@@ -695,6 +695,20 @@ local function new_header(r, key, h)
     r.hvals[key] = h
     return h
 end
+-- What ngx_http_lua_escape_uri's header_name / header_value types escape:
+-- a name's separators and control bytes (the name stays one name: "a b:c"
+-- is sent as "a%20b%3Ac", and found by that name), a value's control bytes
+-- but tab
+local UNSAFE_NAME = '[%z\1-\32"(),/:;<=>?@%[\\%]{}\127-\255]'
+local UNSAFE_VALUE = "[%z\1-\8\10-\31\127]"
+
+local function escape_header(s, unsafe)
+    if find(s, unsafe) then
+        s = gsub(s, unsafe, function(c) return format("%%%02X", byte(c)) end)
+    end
+    return s
+end
+
 local function header_key(name)
     return lower((gsub(name, "_", "-")))
 end
@@ -1163,18 +1177,10 @@ local SINGLE_VALUE = {
 }
 local CANONICAL = { ["content-type"] = "Content-Type", ["content-length"] = "Content-Length" }
 
-local function header_text(s)
-    -- nginx escapes CR/LF in header names and values rather than failing.
-    if find(s, "[\r\n]") then
-        s = gsub(s, "[\r\n]", function(c) return format("%%%02X", byte(c)) end)
-    end
-    return s
-end
-
 local function header_value(v)
     local t = type(v)
     if t == "string" then
-        return header_text(v)
+        return escape_header(v, UNSAFE_VALUE)
     elseif t == "number" then
         return num2str(v)
     elseif t == "boolean" then
@@ -1184,6 +1190,8 @@ local function header_value(v)
 end
 
 local function set_header(r, name, value)
+    -- stored (and found again) by its escaped name, as in OpenResty
+    name = escape_header(name, UNSAFE_NAME)
     local key = header_key(name)
     local values
     if value ~= nil then
@@ -1217,7 +1225,9 @@ local function set_header(r, name, value)
             h[i] = nil
         end
     else
-        h = new_header(r, key, { name = CANONICAL[key] or header_text((gsub(name, "_", "-"))) })
+        h = new_header(r, key, {
+            name = CANONICAL[key] or (gsub(name, "_", "-")),
+        })
     end
     for i = 1, #values do
         h[i] = values[i]

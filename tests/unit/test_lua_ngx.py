@@ -279,6 +279,28 @@ ngx.header.late = "x"
     assert "attempt to set ngx.header.HEADER after sending out response headers" in caplog.text
 
 
+def test_unsafe_header_names_are_escaped_whole(tmp_path: Path) -> None:
+    # as OpenResty 0.10.23 (016-resp-header.t TEST 89-92; the rest checked
+    # against it): a name's separators and control bytes are escaped, so it
+    # stays one header, found again only by its escaped name; a value's
+    # control bytes (not tab) are escaped
+    src = r"""
+ngx.header["header: value\rfoo:bar\nbar:foo"] = "xx"
+ngx.header["\nheader: value"] = "yy"
+ngx.header["a b?c"] = "v\1w\tx\127y\200"
+ngx.header["\1z"] = "2"
+ngx.say(tostring(ngx.header["a b?c"]), "|", ngx.header["a%20b%3Fc"])
+"""
+    res = run_script(tmp_path, src)
+    assert res.body == b"nil|v%01w\tx%7Fy\xc8\n"
+    assert res.raw.split(b"\r\n\r\n")[0].split(b"\r\n")[3:] == [
+        b"header%3A%20value%0Dfoo%3Abar%0Abar%3Afoo: xx",
+        b"%0Aheader%3A%20value: yy",
+        b"a%20b%3Fc: v%01w\tx%7Fy\xc8",
+        b"%01z: 2",
+    ]
+
+
 def test_header_own_content_length(tmp_path: Path) -> None:
     res = run_script(tmp_path, "ngx.header.content_length = 2 ngx.print('ab')")
     assert res.all(b"Content-Length") == [b"2"]
