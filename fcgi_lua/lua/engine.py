@@ -263,8 +263,12 @@ class LuaEngine:
             if max_instructions or soft_limit
             else None
         )
+        # nginx's prefix, for ngx.config.prefix() and $prefix in the package
+        # paths: the directory fcgi-lua was started in (relative paths mean it)
+        prefix = os.path.join(os.getcwd(), "")
         helpers = lua.table_from(
             {
+                b"prefix": os.fsencode(prefix),
                 b"log": self._log,
                 b"error_page": error_page,
                 b"update_time": time.time,
@@ -281,6 +285,7 @@ class LuaEngine:
                 b"pid": os.getpid(),
                 b"worker_id": worker_id,
                 b"worker_count": worker_count,
+                b"worker_pids": lambda: lua.table_from(worker_pids(worker_count)),
                 b"version": __version__.encode(),
                 b"runtime": runtime.encode(),
                 b"root": os.fsencode(root),
@@ -311,7 +316,7 @@ class LuaEngine:
         # opened by the caller, in this process; it outlives no engine
         self.shared_dicts = shared_dicts
         install_shared_dicts(lua, shared_dicts)
-        set_package_paths(lua, lua_package_path, lua_package_cpath)
+        set_package_paths(lua, lua_package_path, lua_package_cpath, prefix)
         # ngx.thread, ngx.timer, ngx.semaphore, ngx.on_abort (thread.lua,
         # scheduler.py): contexts with several coroutines, or no request
         self.timers = scheduler.Timers(
@@ -904,13 +909,34 @@ class LuaEngine:
         await sink.write(block if head else block + body)
 
 
-def set_package_paths(lua: Any, path: str, cpath: str) -> None:
+def worker_pids(worker_count: int) -> list[int]:
+    """ngx.worker.pids(): this process alone without a master (workers = 1),
+    else the master's live children (the workers; after a reload, also the
+    old ones still finishing their requests), read from /proc (Linux)."""
+    own = os.getpid()
+    if worker_count <= 1:
+        return [own]
+    master = os.getppid()
+    pids: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{master}/task"):
+            with open(f"/proc/{master}/task/{task}/children", "rb") as f:
+                pids.extend(int(pid) for pid in f.read().split())
+    except (OSError, ValueError):
+        return [own]
+    pids.sort()
+    return pids if own in pids else [own, *pids]
+
+
+def set_package_paths(lua: Any, path: str, cpath: str, prefix: str = "") -> None:
     """``lua_package_path`` / ``lua_package_cpath`` as nginx's directives:
-    the value replaces the search path, and ``;;`` in it stands for the
-    default one (lupa's, plus Debian's /usr/share/lua/5.x)."""
+    the value replaces the search path, ``;;`` in it stands for the
+    default one (lupa's, plus Debian's /usr/share/lua/5.x), and ``$prefix``
+    or ``${prefix}`` for ``prefix`` (ngx.config.prefix())."""
     package = lua.globals().package
     for key, value in ((b"path", path), (b"cpath", cpath)):
         if value:
+            value = value.replace("$prefix", prefix).replace("${prefix}", prefix)
             default = package[key].decode("utf-8", "replace").strip(";")
             package[key] = value.replace(";;", ";" + default + ";").strip(";").encode()
 

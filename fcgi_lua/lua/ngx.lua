@@ -183,7 +183,7 @@ ngx.config = {
     nginx_version = 1022001,
     debug = helpers.debug,
     is_console = false,
-    prefix = function() return "" end,
+    prefix = function() return helpers.prefix end, -- the directory fcgi-lua started in
     nginx_configure = function() return "" end,
 }
 
@@ -194,6 +194,7 @@ ngx.worker = {
     pid = function() return worker_pid end,
     id = function() return worker_id end,
     count = function() return worker_count end,
+    pids = function() return helpers.worker_pids() end,
     exiting = function() return false end,
 }
 

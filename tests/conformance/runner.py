@@ -308,7 +308,7 @@ def run_case(
         zones = ",".join(f'{k}="{v}"' for k, v in case.shared_dicts.items())
         argv += ["-o", f"shared_dicts={{{zones}}}"]
     for key, value in case.options.items():
-        value = expand(value).replace("$prefix", f"{base}/")
+        value = expand(value)  # $prefix: fcgi-lua's own, its cwd (base)
         argv += ["-o", f"{key}={value if value.isdigit() else json.dumps(value)}"]
     for key, code in (
         ("init_script", case.init_script),

@@ -309,8 +309,7 @@ f:close()
     res, request = post(tmp_path, src, b"", buffer=1024)
     assert res.status == 200, res.body
     assert res.body == (
-        b"12 nil hello, world\nnilrequest body in temp file not supported\n"
-        b"5 nil hello first gone\n"
+        b"12 nil hello, world\nnilrequest body in temp file not supported\n5 nil hello first gone\n"
     )
     assert len(temp_files(tmp_path)) == 1
     request.close()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -431,3 +433,45 @@ def test_ngx_outside_request_errors() -> None:
     engine = LuaEngine()
     with pytest.raises(Exception, match="no request found"):
         engine._lua.execute(b"ngx.say('x')")
+
+
+def test_worker_pids_without_a_master_is_this_process(tmp_path: Path) -> None:
+    src = "local p = ngx.worker.pids() ngx.say(#p, ' ', p[1] == ngx.worker.pid())"
+    res = run_script(tmp_path, src)
+    assert res.body == b"1 true\n"
+
+
+def test_worker_pids_are_the_masters_children() -> None:
+    # this test process plays the master: a worker's list holds itself and
+    # its sibling, read from /proc
+    sibling = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        code = (
+            "import os; from fcgi_lua.lua.engine import worker_pids; "
+            "print(os.getpid(), *worker_pids(2))"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, check=True, text=True
+        ).stdout.split()
+        own, pids = int(out[0]), [int(p) for p in out[1:]]
+        assert own in pids
+        assert sibling.pid in pids
+        assert pids == sorted(pids)
+    finally:
+        sibling.kill()
+        sibling.wait()
+
+
+def test_prefix_is_the_start_directory_and_expands_in_the_package_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "html").mkdir()
+    (tmp_path / "html" / "foo.lua").write_text("return {name = 'foo'}")
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "bar.lua").write_text("return {name = 'bar'}")
+    monkeypatch.chdir(tmp_path)
+    # both spellings OpenResty expands ("$prefix/" gives "//": harmless)
+    engine = LuaEngine(lua_package_path="${prefix}html/?.lua;$prefix/lib/?.lua;;")
+    src = "ngx.say(ngx.config.prefix(), ' ', require('foo').name, ' ', require('bar').name)"
+    res = run_script(tmp_path, src, engine=engine)
+    assert res.body == f"{tmp_path}/ foo bar\n".encode()
