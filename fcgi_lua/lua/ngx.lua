@@ -2151,6 +2151,25 @@ ngx.location = {
     capture_multi = unavailable("ngx.location.capture_multi"),
 }
 
+-- ngx.run_worker_thread(pool, module, func, ...): fcgi-lua has no thread
+-- pools (nginx's thread_pool directive), so every pool is unknown; the
+-- answers are OpenResty's (timers may call it, init scripts may not).
+function ngx.run_worker_thread(...)
+    if phase or not (cur or cur_ctx) then
+        no_request()
+    end
+    if select("#", ...) < 3 then
+        return false, "expecting at least 3 arguments"
+    end
+    local pool = ...
+    if type(pool) == "number" then
+        pool = num2str(pool)
+    elseif type(pool) ~= "string" then
+        return false, "threadpool should be a string"
+    end
+    return false, "thread pool " .. pool .. " not found"
+end
+
 ---------------------------------------------------------------- ngx itself
 
 ngx.get_phase = function()
