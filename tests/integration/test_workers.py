@@ -31,6 +31,7 @@ SCRIPTS = {
     "slow.lua": "ngx.sleep(0.2) ngx.say(ngx.worker.pid())",
     "slower.lua": "ngx.sleep(2) ngx.say(ngx.worker.pid())",
     "count.lua": "ngx.say(ngx.worker.count())",
+    "pids.lua": "ngx.say(table.concat(ngx.worker.pids(), ' '))",
     # A blocking call: the worker's event loop stops, and so do its heartbeats.
     "block.lua": 'os.execute("sleep 30") ngx.say("woke")',
 }
@@ -127,6 +128,19 @@ def test_two_workers_share_the_socket_and_a_dead_one_is_replaced(stack: Stack) -
     for _ in range(10):
         assert stack.pid_of_answer() in stack.workers()
     assert f"worker {victim} killed by SIGKILL" in stack.log()
+
+
+def test_worker_pids_are_the_live_workers(stack: Stack) -> None:
+    before = stack.workers()
+    for _ in range(4):
+        response = stack.get("pids.lua")
+        pids = [int(p) for p in response.rpartition(b"\r\n\r\n")[2].split()]
+        assert pids == sorted(before)
+    victim = min(before)
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: len(stack.workers() - before) == 1, 10, "a replacement worker")
+    response = stack.get("pids.lua")
+    assert [int(p) for p in response.rpartition(b"\r\n\r\n")[2].split()] == sorted(stack.workers())
 
 
 def test_a_hung_worker_is_killed_and_the_other_keeps_serving(stack: Stack) -> None:

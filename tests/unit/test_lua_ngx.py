@@ -368,7 +368,7 @@ ngx.say(select(2, pcall(ngx.decode_args, nil)))
     assert body(tmp_path, src) == (
         b"[A]=string:B c [x]={string:1,string:2} [y]=boolean:true [z]=string:\n"
         b"[a]=string:1 truncated\n"
-        b"bad argument #1 to 'decode_args' (string expected, got nil)\n"
+        b"bad argument #1 to '?' (string expected, got nil)\n"  # pcall called it
     )
 
 
@@ -652,7 +652,7 @@ ngx.say(select(2, pcall(ngx.encode_args, "x")))
         b"a=1 b  a%20b=x%20y&a%20b=z|||a\n"
         b"attempt to use function as query arg value\n"
         b'attempt to use a non-string key in the "args" option table\n'
-        b"bad argument #1 to 'encode_args' (table expected, got string)\n"
+        b"bad argument #1 to '?' (table expected, got string)\n"  # pcall called it
     )
 
 
