@@ -97,6 +97,22 @@ UNSUPPORTED_SECTIONS = {
 }
 
 
+_ISOLATION = "request isolation: a request cannot change the shared {} table for the worker"
+_CAPTURES = "ngx.var[N]: the front server's regex location captures do not travel over FastCGI"
+_LENGTH = "Content-Length: fcgi-lua gives a whole response one, where OpenResty streams"
+# Blocks that check behaviour fcgi-lua differs from on purpose, by name
+# (docs/sandbox.md "Isolation", docs/lua-api.md on ngx.var and the
+# response's Content-Length).
+DESIGN_BLOCKS = {
+    ("015-status.t", 9): _ISOLATION.format("ngx"),
+    ("091-coroutine.t", 5): _ISOLATION.format("coroutine"),
+    ("014-bugs.t", 19): _CAPTURES,
+    ("014-bugs.t", 22): _CAPTURES,
+    ("002-content.t", 32): _LENGTH,
+    ("016-resp-header.t", 5): _LENGTH,
+}
+
+
 @dataclass
 class Exclusion:
     kind: str  # "design", "scope" (not self-contained), "skip" (marked SKIP)
@@ -146,6 +162,9 @@ class Case:
 def select(block: Block, test_file: TestFile) -> Case | Exclusion:
     if block.has("SKIP"):
         return Exclusion("skip", "marked --- SKIP")
+    named = DESIGN_BLOCKS.get((block.file, block.number))
+    if named:
+        return Exclusion("design", named)
     if block.problem:
         return Exclusion("scope", block.problem)
     if test_file.preprocessor_problem:
