@@ -12,30 +12,26 @@ from typing import Any
 
 import uvloop
 
-
-def record(rtype: int, content: bytes = b"", request_id: int = 1) -> bytes:
-    return struct.pack(">BBHHBx", 1, rtype, request_id, len(content), 0) + content
-
-
-def pair(name: bytes, value: bytes) -> bytes:
-    return bytes([len(name), len(value)]) + name + value
+from tests.helpers.fastcgi import BEGIN, PARAMS, STDIN, pairs, record, stream
 
 
 def request_start(script: Path, length: int, ctype: bytes = b"") -> bytes:
-    params = b"".join(
-        pair(k, v)
-        for k, v in (
+    """FCGI_BEGIN_REQUEST (keep_conn) and the params of a POST of ``length``
+    bytes, as nginx sends them; the body follows with stdin()."""
+    params = pairs(
+        (
             (b"SCRIPT_FILENAME", os.fsencode(script)),
             (b"REQUEST_METHOD", b"POST"),
             (b"CONTENT_LENGTH", str(length).encode()),
             (b"CONTENT_TYPE", ctype),
         )
     )
-    return record(1, struct.pack(">HB5x", 1, 1)) + record(4, params) + record(4)
+    return record(BEGIN, 1, struct.pack(">HB5x", 1, 1)) + stream(PARAMS, 1, params)
 
 
 def stdin(data: bytes) -> bytes:
-    return b"".join(record(5, data[i : i + 60000]) for i in range(0, len(data), 60000))
+    """FCGI_STDIN records of ``data``, without the empty one that ends it."""
+    return b"".join(record(STDIN, 1, data[i : i + 60000]) for i in range(0, len(data), 60000))
 
 
 class FakeTransport:
