@@ -30,7 +30,16 @@ import yaml
 from fcgi_lua.config import Config
 
 from .dockerfiles import parse_dockerfile
-from .tools import COMPOSE_FILE, DEPLOY, DOCKERFILE, REPO, SHIPPED_SOCKET, need, require
+from .tools import (
+    COMPOSE_FILE,
+    DEPLOY,
+    DOCKERFILE,
+    IMAGE_NGINX_CONF,
+    REPO,
+    SHIPPED_SOCKET,
+    need,
+    require,
+)
 
 KUBERNETES = DEPLOY / "kubernetes"
 VARIANTS = ["sidecar", "tcp"]
@@ -488,25 +497,6 @@ def test_tcp_variant() -> None:
 
 
 # -- nginx's configuration, laid out as in the container --------------------------------
-
-# The official image's /etc/nginx/nginx.conf, as far as it matters (as in
-# test_compose.py): conf.d/*.conf inside http {}.
-IMAGE_NGINX_CONF = """\
-worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log stderr notice;
-events {{ worker_connections 64; }}
-http {{
-    include /etc/nginx/mime.types;
-    default_type application/octet-stream;
-    client_body_temp_path {tmp}/body;
-    fastcgi_temp_path {tmp}/fastcgi;
-    proxy_temp_path {tmp}/proxy;
-    scgi_temp_path {tmp}/scgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    include conf.d/*.conf;
-}}
-"""
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
