@@ -12,6 +12,10 @@ from typing import Any
 
 import uvloop
 
+from fcgi_lua.config import load
+from fcgi_lua.lua import LuaEngine
+from fcgi_lua.protocol import FastCGIProtocol
+from fcgi_lua.server import Server
 from tests.helpers.fastcgi import BEGIN, PARAMS, STDIN, pairs, record, stream
 
 
@@ -90,3 +94,24 @@ def stop_in_thread(server: Any, loop: asyncio.AbstractEventLoop) -> None:
     """Stop what serve_in_thread started."""
     asyncio.run_coroutine_threadsafe(server.stop(timeout=2), loop).result(10)
     loop.call_soon_threadsafe(loop.stop)
+
+
+def setup(tmp_path: Path, source: str) -> tuple[FastCGIProtocol, Path, Path]:
+    """A server on a FakeTransport, its script (``source``) under
+    tmp_path/www, and its body temp dir: (protocol, script, temp)."""
+    root = tmp_path / "www"
+    temp = tmp_path / "tmp"
+    root.mkdir()
+    temp.mkdir()
+    script = root / "t.lua"
+    script.write_text(source)
+    config = load(None, {"root": str(root), "client_body_temp_path": str(temp)})
+    protocol = FastCGIProtocol(Server(config, LuaEngine()))
+    protocol.connection_made(FakeTransport())  # type: ignore[arg-type]
+    return protocol, script, temp
+
+
+async def settle() -> None:
+    """Let the loop run what the last data_received started."""
+    for _ in range(5):
+        await asyncio.sleep(0)
