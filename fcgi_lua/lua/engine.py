@@ -819,7 +819,11 @@ class LuaEngine:
             return None
         text = self._traceback_of(ctx)  # "\nstack traceback:\n\t..."
         if isinstance(text, bytes):
-            return text.decode("utf-8", "replace").strip()
+            # the script's frames, as in an error's traceback (failures.py)
+            script = request.script_path
+            where = _expand_short_src(text.decode("utf-8", "replace"), script)
+            cleaned = failures.clean_traceback(where, script)
+            return cleaned.strip()
         return None
 
     def _memory_used(self) -> int:
