@@ -316,6 +316,9 @@ class LuaEngine:
         self.timers = scheduler.Timers(
             self._run_timer, self._drop_timer, max_pending_timers, max_running_timers
         )
+        # what a coroutine may yield, and how: the table, with this
+        # engine's own semaphore parking
+        self._commands = {**COMMANDS, b"park": self.timers.parking.perform}
         threads = self._load_threads(driver[b"extensions"])
         self._drive_thread = threads[b"drive_thread"]
         self._client_abort = threads[b"client_abort"]
@@ -549,7 +552,7 @@ class LuaEngine:
         """Perform what the coroutines of ``ctx`` (a request or a timer) yield
         until it ends; returns the last (cmd, arg, extra): "done" or "error",
         and whether the driver already let go of what the context held."""
-        commands = COMMANDS
+        commands = self._commands
         perf_counter = time.perf_counter
         slow = self.slow_resume_warning
         while True:  # one coroutine: each command in turn
@@ -638,9 +641,8 @@ class LuaEngine:
                 else:
                     task.cancel()
 
-    @staticmethod
     def _start_ops(
-        ops: Any, nops: Any, tasks: dict[int, asyncio.Task[Any]], request: Any, sink: Any
+        self, ops: Any, nops: Any, tasks: dict[int, asyncio.Task[Any]], request: Any, sink: Any
     ) -> None:
         """Start the commands thread.lua listed (id, cmd, arg, ...)."""
         for i in range(1, int(nops) + 1, 3):
@@ -651,7 +653,7 @@ class LuaEngine:
                 if killed is not None:
                     killed.cancel()
                 continue
-            handler = COMMANDS.get(cmd)
+            handler = self._commands.get(cmd)
             if handler is None:
                 raise RuntimeError(f"unknown command {cmd!r} yielded")
             tasks[tid] = asyncio.ensure_future(handler(request, sink, ops[i + 2]))
