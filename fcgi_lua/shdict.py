@@ -391,6 +391,23 @@ class SharedDicts:
             return 0
         return (expires - self._now_ms()) / 1000
 
+    def c_find_zone(self, name: bytes) -> int:
+        """lua-nginx-module's C API (fcgi_lua/_ngxsyms.c): a zone's id, 0
+        for none."""
+        return self.ids.get(name.decode("utf-8", "surrogateescape"), 0)
+
+    def c_get(self, zid: int, key: bytes) -> int | tuple[int, Any]:
+        """ngx_http_lua_shared_dict_get (fcgi_lua/_ngxsyms.c): NGX_DECLINED
+        (-5) when absent, NGX_DONE (-4) when expired, else (type, value)."""
+        raw = self._read(zid, key)
+        if raw is None:
+            return -5
+        typ, _, expires, _, _ = _RECORD.unpack_from(raw)
+        if expires and expires < self._now_ms():
+            return -4
+        self._touch(zid, key)
+        return typ, None if typ == TLIST else _decode(typ, raw)
+
     def capacity(self, zid: int) -> int:
         return self._zones[zid - 1].capacity
 

@@ -442,3 +442,68 @@ def test_a_table_that_is_not_a_zone_is_refused(tmp_path: Path, engine: LuaEngine
         'lpush false bad "zone" argument',
         'get_keys false bad "zone" argument',
     ]
+
+
+C_API = """
+local ffi = require "ffi"
+ffi.cdef[[
+typedef struct { size_t len; char *data; } ngx_str_t;
+typedef struct {
+    uint8_t type;
+    union { int b; double n; ngx_str_t s; } value;
+} ngx_http_lua_value_t;
+void *ngx_http_lua_find_zone(char *data, size_t len);
+intptr_t ngx_http_lua_shared_dict_get(void *zone, char *kdata, size_t klen,
+                                      ngx_http_lua_value_t *val);
+]]
+local C = ffi.C
+local function zone(name)
+    return C.ngx_http_lua_find_zone(ffi.cast("char *", name), #name)
+end
+local function get(z, key, val)
+    return tonumber(C.ngx_http_lua_shared_dict_get(z, ffi.cast("char *", key), #key, val))
+end
+local dogs = ngx.shared.cache
+dogs:set("n", 3.5)
+dogs:set("s", "hello world")
+dogs:set("t", true)
+dogs:set("f", false)
+dogs:lpush("l", 1)
+local cache, small = zone("cache"), zone("small")
+ngx.say(cache ~= nil, " ", small ~= nil, " ", cache ~= small, " ", zone("nope") == nil)
+local val = ffi.new("ngx_http_lua_value_t[1]")
+ngx.say(get(cache, "n", val), " ", val[0].type, " ", val[0].value.n)
+ngx.say(get(cache, "t", val), " ", val[0].type, " ", val[0].value.b)
+ngx.say(get(cache, "f", val), " ", val[0].type, " ", val[0].value.b)
+local buf = ffi.new("char[5]")
+val[0].value.s.len = 5
+val[0].value.s.data = buf
+ngx.say(get(cache, "s", val), " ", val[0].type, " ",
+        ffi.string(val[0].value.s.data, val[0].value.s.len))
+val[0].value.s.len = 0
+ngx.say(get(cache, "s", val))  -- no buffer: NGX_ERROR
+ngx.say(get(cache, "missing", val), " ", get(small, "n", val))
+ngx.say(get(cache, "old", val), " ", get(cache, "l", val), " ", get(nil, "n", val))
+"""
+
+
+def test_c_api_find_zone_and_get(tmp_path: Path, store: SharedDicts, clock: Clock) -> None:
+    # lua-nginx-module's C API for shared dicts (t/099-c-api.t), which
+    # FFI code calls through ffi.C: a zone pointer per zone, values copied
+    # out, nginx's return codes (NGX_DECLINED -5, NGX_DONE -4 for expired,
+    # NGX_ERROR -1).
+    store.store(CACHE, 0, b"first", 1, 0, 0)  # the LRU end: "old" is not removed
+    store.store(CACHE, 0, b"old", 1, 1, 0)
+    clock.now += 2
+    engine = LuaEngine(shared_dicts=store, runtime="luajit21")
+    lines = run_script(tmp_path, C_API, engine=engine).body.decode().splitlines()
+    assert lines == [
+        "true true true true",
+        "0 3 3.5",
+        "0 1 1",
+        "0 1 0",
+        "0 4 hello",
+        "-1",
+        "-5 -5",
+        "-4 -1 -1",
+    ]
