@@ -6,7 +6,9 @@ shared by several processes."""
 
 from __future__ import annotations
 
+import itertools
 import os
+import random
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -15,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from fcgi_lua.shdict import OP_SAFE_STORE, SharedDicts, prepare
+from fcgi_lua.slab import SlabPool
 
 ROOT = Path(__file__).resolve().parents[2]
 DOGS = 1
@@ -185,3 +188,33 @@ def test_the_pool_is_shared_by_workers(tmp_path: Path) -> None:
         assert dogs.get(DOGS, b"x") == b"x" * 4000
     finally:
         dogs.close()
+
+
+def test_slab_pool_fuzz_gives_every_page_back() -> None:
+    # every size class (8 ... 2048 in-page, then whole pages) allocated and
+    # freed at random: no chunk given twice, and once everything is freed
+    # the pages merge back into one free run (t/126 TEST 10's fuzz, on the
+    # model alone)
+    rng = random.Random(7)
+    pool = SlabPool(200 << 10)
+    pages = pool.pfree
+    live: dict[int, int] = {}
+    for _ in range(20000):
+        if live and rng.random() < 0.45:
+            address = rng.choice(list(live))
+            del live[address]
+            pool.free(address)
+            continue
+        size = rng.choice((1, 8, 9, 16, 17, 33, 64, 65, 128, 200, 1000, 2048, 2049, 9000))
+        address = pool.alloc(size)
+        if address < 0:
+            continue
+        assert address not in live
+        live[address] = size
+    spans = sorted((a, a + max(s, 8)) for a, s in live.items())
+    assert all(end <= nxt for (_, end), (nxt, _) in itertools.pairwise(spans))
+    for address in live:
+        pool.free(address)
+    assert pool.pfree == pages
+    first = pool.nxt[pool.free_head] - 1
+    assert (first, pool.slab[first]) == (0, pages)
