@@ -78,6 +78,9 @@ _LIST = struct.Struct("<qq")
 # a list item: type, slab address, then the value
 _ITEM = struct.Struct("<Bq")
 _GEN = struct.Struct("<Q")
+# a zone's pool header: generation, zone size (then the runs' generations
+# and the pool's list heads)
+_POOL_HEAD = struct.Struct("<QQ")
 _DOUBLE = struct.Struct("<d")
 _TICK = struct.Struct(">Q")
 _POSITION = struct.Struct(">Q")
@@ -196,7 +199,8 @@ def prepare(path: str, zones: Mapping[str, int]) -> None:
 
 class _Zone:
     __slots__ = (
-        "capacity", "gen", "items", "keys", "lru", "name", "pool", "pool_key", "stamps", "values",
+        "capacity", "gen", "items", "keys", "lru", "name", "pool", "pool_key", "pool_size",
+        "stamps", "values",
     )  # fmt: skip
 
     def __init__(self, env: Any, name: str, capacity: int, txn: Any) -> None:
@@ -211,6 +215,7 @@ class _Zone:
         # this worker's copy of the slab pool, its generation and the
         # generation of each of its runs of pages (None: reload all)
         self.pool: SlabPool | None = None
+        self.pool_size = capacity
         self.gen = -1
         self.stamps = b""
 
@@ -409,7 +414,12 @@ class SharedDicts:
         return typ, None if typ == TLIST else _decode(typ, raw)
 
     def capacity(self, zid: int) -> int:
-        return self._zones[zid - 1].capacity
+        """The zone's size: the configured one, or the one the zone was
+        created with when a reload changed it (the zone keeps its pool)."""
+        zone = self._zones[zid - 1]
+        with self._env.begin(db=self._meta) as txn:
+            head = txn.get(zone.pool_key)
+            return zone.capacity if head is None else int(_POOL_HEAD.unpack_from(head)[1])
 
     def free_space(self, zid: int) -> int:
         """nginx's: the pool's free pages (not the free room in its partly
@@ -419,9 +429,9 @@ class SharedDicts:
             head = txn.get(zone.pool_key)
             if head is None:
                 return new_pool(zone.name, zone.capacity).pfree * PAGE
-            # the heads (pfree first) follow the generation and the stamps
-            chunks = -(-zone_pages(zone.capacity) // CHUNK_PAGES)
-            return int(_GEN.unpack_from(head, _GEN.size * (1 + chunks))[0]) * PAGE
+            # the heads (pfree first) follow the header and the stamps
+            chunks = -(-zone_pages(_POOL_HEAD.unpack_from(head)[1]) // CHUNK_PAGES)
+            return int(_GEN.unpack_from(head, _POOL_HEAD.size + 8 * chunks)[0]) * PAGE
 
     def get_keys(self, zid: int, max_count: int) -> list[bytes]:
         zone = self._zones[zid - 1]
@@ -471,19 +481,23 @@ class SharedDicts:
         if head is None:
             # the first write since the store was prepared
             pool = zone.pool = new_pool(zone.name, zone.capacity)
+            zone.pool_size = zone.capacity
             zone.gen = 0
             zone.stamps = bytes(8 * pool.chunks())
         else:
-            gen = _GEN.unpack_from(head)[0]
+            gen, size = _POOL_HEAD.unpack_from(head)
             loaded = zone.pool
-            if loaded is not None:
+            if loaded is not None and zone.pool_size == size:
                 pool = loaded
             else:
-                pool = zone.pool = SlabPool(zone.capacity)
+                # the size the zone was created with (a reload may have
+                # configured another)
+                pool = zone.pool = SlabPool(size)
+                zone.pool_size = size
                 zone.stamps = b""
             if gen != zone.gen or zone.stamps == b"":
-                end = _GEN.size * (1 + pool.chunks())
-                stamps = bytes(head[_GEN.size : end])
+                end = _POOL_HEAD.size + 8 * pool.chunks()
+                stamps = bytes(head[_POOL_HEAD.size : end])
                 for chunk in range(pool.chunks()):
                     at = slice(8 * chunk, 8 * chunk + 8)
                     if stamps[at] != zone.stamps[at]:
@@ -507,7 +521,8 @@ class SharedDicts:
                 key = zone.pool_key + chunk.to_bytes(4, "big")
                 txn.put(key, pool.dump_chunk(chunk), db=self._meta)
                 stamps[8 * chunk : 8 * chunk + 8] = _GEN.pack(gen)
-            txn.put(zone.pool_key, _GEN.pack(gen) + stamps + pool.dump_heads(), db=self._meta)
+            head = _POOL_HEAD.pack(gen, zone.pool_size) + stamps + pool.dump_heads()
+            txn.put(zone.pool_key, head, db=self._meta)
             zone.gen = gen
             zone.stamps = bytes(stamps)
             pool.dirty.clear()

@@ -218,3 +218,22 @@ def test_slab_pool_fuzz_gives_every_page_back() -> None:
     assert pool.pfree == pages
     first = pool.nxt[pool.free_head] - 1
     assert (first, pool.slab[first]) == (0, pages)
+
+
+def test_a_reload_keeps_the_zone_and_its_size(tmp_path: Path) -> None:
+    # workers started by a reload open the store with the new config: the
+    # zone keeps its entries and the pool it was created with
+    path = str(tmp_path / "shdict")
+    prepare(path, {"dogs": 20 << 10})
+    first = SharedDicts(path, {"dogs": 20 << 10})
+    assert first.store(DOGS, 0, b"foo", b"a" * 4000, 0, 0) == (True, None, False)
+    first.close()
+    second = SharedDicts(path, {"dogs": 1 << 20})
+    try:
+        assert second.capacity(DOGS) == 20 << 10
+        assert second.free_space(DOGS) == 4096
+        assert second.store(DOGS, 0, b"bar", b"b" * 4000, 0, 0) == (True, None, False)
+        assert second.store(DOGS, OP_SAFE_STORE, b"baz", b"c" * 4000, 0, 0) == NO_MEMORY
+        assert second.get(DOGS, b"foo") == b"a" * 4000
+    finally:
+        second.close()
