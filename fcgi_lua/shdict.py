@@ -335,8 +335,11 @@ class SharedDicts:
 
     def _read(self, zid: int, key: bytes) -> bytes | None:
         zone = self._zones[zid - 1]
-        txn = self._env.begin()
+        txn = self._env.begin(db=zone.values)
         try:
+            if len(key) <= SHORT_KEY:  # the common case, without a call
+                raw: bytes | None = txn.get(key)
+                return raw
             return self._get_record(txn, zone, key)
         finally:
             txn.abort()
@@ -345,7 +348,7 @@ class SharedDicts:
         touched = self._touched
         if not touched:
             self._touch_deadline = time.monotonic() + TOUCH_FLUSH_DELAY
-        touched[(zid, db_key(key))] = self._ticks()
+        touched[(zid, key if len(key) <= SHORT_KEY else db_key(key))] = self._ticks()
         if len(touched) >= TOUCH_FLUSH_COUNT or time.monotonic() >= self._touch_deadline:
             with self._write():
                 pass
