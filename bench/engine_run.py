@@ -15,16 +15,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import uvloop
+from fcgi_load import nginx_params
 
-from fcgi_lua.cli import make_engine
 from fcgi_lua.config import Config, load
 from fcgi_lua.request import Request
+from fcgi_lua.worker import make_engine
 
 BENCH = Path(__file__).resolve().parent
 
@@ -45,37 +45,9 @@ class Sink:
         return None
 
 
-def params(script: Path, query: bytes) -> list[tuple[bytes, bytes]]:
-    """What nginx sends with the shipped params (as fcgi_load.py)."""
-    uri = b"/" + script.name.encode()
-    return [
-        (b"SCRIPT_FILENAME", os.fsencode(script)),
-        (b"QUERY_STRING", query),
-        (b"REQUEST_METHOD", b"GET"),
-        (b"CONTENT_TYPE", b""),
-        (b"CONTENT_LENGTH", b""),
-        (b"SCRIPT_NAME", uri),
-        (b"REQUEST_URI", uri + (b"?" + query if query else b"")),
-        (b"DOCUMENT_URI", uri),
-        (b"DOCUMENT_ROOT", os.fsencode(script.parent)),
-        (b"SERVER_PROTOCOL", b"HTTP/1.1"),
-        (b"REQUEST_SCHEME", b"http"),
-        (b"GATEWAY_INTERFACE", b"CGI/1.1"),
-        (b"SERVER_SOFTWARE", b"nginx/1.22.1"),
-        (b"REMOTE_ADDR", b"127.0.0.1"),
-        (b"REMOTE_PORT", b"40000"),
-        (b"SERVER_ADDR", b"127.0.0.1"),
-        (b"SERVER_PORT", b"8080"),
-        (b"SERVER_NAME", b"localhost"),
-        (b"HTTP_HOST", b"127.0.0.1:8080"),
-        (b"HTTP_USER_AGENT", b"engine_run"),
-        (b"HTTP_ACCEPT", b"*/*"),
-    ]
-
-
 async def measure(script: Path, query: bytes, requests: int, overrides: dict[str, Any]) -> None:
     engine = make_engine(load(None, {"root": str(script.parent), **overrides}))
-    request_params = params(script, query)
+    request_params = nginx_params(script, query, b"engine_run")
     path = str(script)
     sink = Sink()
 

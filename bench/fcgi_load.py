@@ -52,11 +52,13 @@ def pair(name: bytes, value: bytes) -> bytes:
     return length(len(name)) + length(len(value)) + name + value
 
 
-def request_bytes(script: Path, query: bytes, keep_conn: bool = True) -> bytes:
-    """One GET as nginx sends it (the shipped params), with fastcgi_keep_conn
-    on, or off: the responder closes the connection after the answer."""
+def nginx_params(
+    script: Path, query: bytes, agent: bytes = b"fcgi_load"
+) -> list[tuple[bytes, bytes]]:
+    """The params nginx sends for a GET of ``script`` with the shipped
+    fcgi_lua_params (bench/engine_run.py uses them too)."""
     uri = b"/" + script.name.encode()
-    params = [
+    return [
         (b"SCRIPT_FILENAME", os.fsencode(script)),
         (b"QUERY_STRING", query),
         (b"REQUEST_METHOD", b"GET"),
@@ -76,9 +78,15 @@ def request_bytes(script: Path, query: bytes, keep_conn: bool = True) -> bytes:
         (b"SERVER_PORT", b"8080"),
         (b"SERVER_NAME", b"localhost"),
         (b"HTTP_HOST", b"127.0.0.1:8080"),
-        (b"HTTP_USER_AGENT", b"fcgi_load"),
+        (b"HTTP_USER_AGENT", agent),
         (b"HTTP_ACCEPT", b"*/*"),
     ]
+
+
+def request_bytes(script: Path, query: bytes, keep_conn: bool = True) -> bytes:
+    """One GET as nginx sends it (the shipped params), with fastcgi_keep_conn
+    on, or off: the responder closes the connection after the answer."""
+    params = nginx_params(script, query)
     body = b"".join(pair(n, v) for n, v in params)
     return (
         record(BEGIN, struct.pack(">HB5x", 1, int(keep_conn)))  # responder, FCGI_KEEP_CONN

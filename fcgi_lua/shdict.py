@@ -1,22 +1,37 @@
 """The store behind ``ngx.shared.DICT``: zones shared by every worker of a host.
 
 One LMDB environment (py-lmdb: memory-mapped, safe across processes, one
-writer at a time) holds every zone.  Per zone it has three named databases:
+writer at a time) holds every zone.  Per zone it has four named databases:
 
-- ``v:NAME``: key -> record (type, user flags, expiry, LRU tick, payload);
+- ``v:NAME``: key -> record (type, user flags, expiry, LRU tick, slab
+  address, payload);
 - ``u:NAME``: the LRU index, tick + key -> b"" (the oldest entry first);
-- ``l:NAME``: list items, len(key) + key + position -> item.
+- ``l:NAME``: list items, len(key) + key + position -> item (type, slab
+  address, payload);
+- ``k:NAME``: the full key of each key longer than SHORT_KEY (below);
 
-and ``meta`` holds each zone's used bytes.  Each operation is one short
+and ``meta`` holds each zone's slab pool (fcgi_lua/slab.py).
+
+Keys: LMDB's keys are at most 511 bytes, nginx's 65535.  A key longer than
+SHORT_KEY bytes is stored under its first bytes + its SHA-256 (a key of
+SHORT_KEY + 1 bytes, which no shorter key can be), and its full key in
+``k:NAME``; every lookup compares that full key (another key with the same
+hash counts as absent, and a store over it replaces it).  Each operation is one short
 transaction: reads take a read transaction (no lock), writes the single
 write lock; none of them yields to the event loop.  The semantics (return
 values, error strings, when entries are evicted) follow lua-nginx-module
 0.10.23's ngx_http_lua_shdict.c step by step; docs/lua-api.md lists where
 they differ.
 
-A zone's byte budget is enforced here, not by LMDB: every entry costs what
-nginx's slab allocator would give it (header + key + value, rounded up), and
-a store that does not fit evicts least recently used entries (``forcible``).
+A zone's memory is accounted here, not by LMDB: each zone has a model of
+the nginx slab pool that holds a lua_shared_dict (fcgi_lua/slab.py: pages,
+size classes, fragmentation), and every entry (and list item) is allocated
+in it with the size lua-nginx-module allocates, and freed when nginx frees
+it.  A store that does not get memory evicts least recently used entries
+(``forcible``) or fails with "no memory" exactly when nginx's would, and
+``free_space()`` is the pool's free pages.  The pool lives in ``meta`` by
+runs of pages, with a generation: a worker keeps its copy and, at each
+write, reloads only the runs another worker changed.
 
 Recency of reads is not written by the read itself (that would make every
 get a write transaction): a worker remembers the keys it read, with the time,
@@ -44,6 +59,8 @@ from typing import Any
 
 import lmdb
 
+from fcgi_lua.slab import CHUNK_PAGES, PAGE, SlabPool, zone_pages
+
 # Value types, as lua-nginx-module numbers them (LUA_T* + its list type).
 TNIL, TBOOLEAN, TNUMBER, TSTRING, TLIST = 0, 1, 3, 4, 5
 
@@ -52,11 +69,18 @@ OP_ADD = 0x0001
 OP_REPLACE = 0x0002
 OP_SAFE_STORE = 0x0004
 
-# type, user flags, expires (ms since the epoch, 0: never), LRU tick
-_RECORD = struct.Struct("<BIqQ")
+# type, user flags, expires (ms since the epoch, 0: never), LRU tick, slab
+# address of the node
+_RECORD = struct.Struct("<BIqQq")
 _HEAD = _RECORD.size
-# a list's payload: first position, end position, bytes its items cost
-_LIST = struct.Struct("<qqQ")
+# a list's payload: first position, end position
+_LIST = struct.Struct("<qq")
+# a list item: type, slab address, then the value
+_ITEM = struct.Struct("<Bq")
+_GEN = struct.Struct("<Q")
+# a zone's pool header: generation, zone size (then the runs' generations
+# and the pool's list heads)
+_POOL_HEAD = struct.Struct("<QQ")
 _DOUBLE = struct.Struct("<d")
 _TICK = struct.Struct(">Q")
 _POSITION = struct.Struct(">Q")
@@ -64,18 +88,25 @@ _USED = struct.Struct("<Q")
 # list positions start mid-range so lpush can go below and rpush above
 _MIDDLE = 1 << 62
 
-# What nginx's slab allocator spends on an entry: the rbtree node up to its
-# color field (32 bytes on 64-bit) + ngx_http_lua_shdict_node_t up to its
-# data (36) + key + value, rounded up to a power of two (whole pages past
-# half a page).  A list item: ngx_http_lua_shdict_list_node_t (24) + value.
+# What lua-nginx-module asks nginx's slab allocator for: an entry is the
+# rbtree node up to its color field (32 bytes on 64-bit) +
+# ngx_http_lua_shdict_node_t up to its data (36) + key + value; a list's
+# node has an ngx_queue_t (16) for its value, rounded up to 8; a list item
+# is ngx_http_lua_shdict_list_node_t up to its data (21) + value.  At zone
+# init it allocates its ngx_http_lua_shdict_shctx_t (80) and the log
+# context string (28 + the zone's name).
 _NODE_OVERHEAD = 68
 _LIST_HEAD = 16
-_ITEM_OVERHEAD = 24
-_PAGE = 4096
+_ITEM_OVERHEAD = 21
+_SHCTX = 80
+_LOG_CTX = 28
+# Longer keys are stored under a hash (module docstring).
+SHORT_KEY = 400
 
 # nginx refuses smaller zones ("invalid lua shared dict size").
 MIN_ZONE_SIZE = 8192
-# Keys longer than this are refused, as nginx's u_short key_len forces.
+# Keys longer than this are refused ("key too long"), as lua-resty-core does
+# (nginx's key_len is a u_short).
 MAX_KEY_LEN = 65535
 # A worker writes the recency of its reads at its next write, or after this
 # many seconds, or once this many keys wait (see the module docstring).
@@ -87,25 +118,32 @@ class SharedDictError(Exception):
     """The store cannot be created or opened (a path problem, LMDB)."""
 
 
-def _slab(size: int) -> int:
-    if size > _PAGE // 2:
-        return -(-size // _PAGE) * _PAGE
-    rounded = 8
-    while rounded < size:
-        rounded <<= 1
-    return rounded
+def entry_size(key_len: int, value_len: int) -> int:
+    """What an entry asks the slab pool for."""
+    return _NODE_OVERHEAD + key_len + value_len
 
 
-def entry_cost(key_len: int, value_len: int) -> int:
-    return _slab(_NODE_OVERHEAD + key_len + value_len)
+def _list_size(key_len: int) -> int:
+    return -(-(_NODE_OVERHEAD + key_len + _LIST_HEAD) // 8) * 8
 
 
-def _list_cost(key_len: int) -> int:
-    return _slab(-(-(_NODE_OVERHEAD + key_len + _LIST_HEAD) // 8) * 8)
+def _item_size(value_len: int) -> int:
+    return _ITEM_OVERHEAD + value_len
 
 
-def _item_cost(value_len: int) -> int:
-    return _slab(_ITEM_OVERHEAD + value_len)
+def new_pool(name: str, size: int) -> SlabPool:
+    """A zone's slab pool as nginx leaves it after the zone's init."""
+    pool = SlabPool(size)
+    pool.alloc(_SHCTX)
+    pool.alloc(_LOG_CTX + len(name.encode()))
+    return pool
+
+
+def db_key(key: bytes) -> bytes:
+    """The LMDB key of ``key`` (module docstring)."""
+    if len(key) <= SHORT_KEY:
+        return key
+    return key[: SHORT_KEY + 1 - 32] + hashlib.sha256(key).digest()
 
 
 def default_path(listen: list[str]) -> str:
@@ -128,7 +166,7 @@ def _open_env(path: str, zones: Mapping[str, int]) -> Any:
     return lmdb.open(
         path,
         map_size=_map_size(zones),
-        max_dbs=3 * len(zones) + 2,
+        max_dbs=4 * len(zones) + 2,
         # one reader slot per process (lupa runs in one thread): 256 workers
         # + the master + spare
         max_readers=512,
@@ -153,14 +191,17 @@ def prepare(path: str, zones: Mapping[str, int]) -> None:
     try:
         with env.begin(write=True) as txn:
             for name in zones:
-                for prefix in (b"v:", b"u:", b"l:"):
+                for prefix in (b"v:", b"u:", b"l:", b"k:"):
                     env.open_db(prefix + name.encode(), txn=txn)
     finally:
         env.close()
 
 
 class _Zone:
-    __slots__ = ("capacity", "items", "lru", "name", "used_key", "values")
+    __slots__ = (
+        "capacity", "gen", "items", "keys", "lru", "name", "pool", "pool_key", "pool_size",
+        "stamps", "values",
+    )  # fmt: skip
 
     def __init__(self, env: Any, name: str, capacity: int, txn: Any) -> None:
         raw = name.encode()
@@ -169,7 +210,14 @@ class _Zone:
         self.values = env.open_db(b"v:" + raw, txn=txn)
         self.lru = env.open_db(b"u:" + raw, txn=txn)
         self.items = env.open_db(b"l:" + raw, txn=txn)
-        self.used_key = raw
+        self.keys = env.open_db(b"k:" + raw, txn=txn)
+        self.pool_key = b"S:" + raw
+        # this worker's copy of the slab pool, its generation and the
+        # generation of each of its runs of pages (None: reload all)
+        self.pool: SlabPool | None = None
+        self.pool_size = capacity
+        self.gen = -1
+        self.stamps = b""
 
 
 def _decode(typ: int, raw: bytes) -> Any:
@@ -230,13 +278,11 @@ class SharedDicts:
         except (OSError, lmdb.Error) as exc:
             raise SharedDictError(f"cannot open the shared dict store {path}: {exc}") from exc
         self.ids = {zone.name: i for i, zone in enumerate(self._zones, 1)}
-        # LMDB keys are at most max_key_size() bytes (511 as built), not
-        # nginx's 65535: longer keys get nginx's "key too long" instead of an
-        # MDB_BAD_VALSIZE.  A list item's key adds 10 bytes (_item_key), an
-        # LRU entry's 8.
-        self.max_key_len = min(MAX_KEY_LEN, self._env.max_key_size() - 10)
+        self.max_key_len = MAX_KEY_LEN
         self._touched: dict[tuple[int, bytes], int] = {}
         self._touch_deadline = 0.0
+        # the zones whose pool the current write transaction has loaded
+        self._synced: list[_Zone] = []
 
     def close(self) -> None:
         self._env.close()
@@ -265,6 +311,23 @@ class SharedDicts:
             b"max_key_len": self.max_key_len,
         }
 
+    # -- keys -------------------------------------------------------------
+
+    def _get_record(self, txn: Any, zone: _Zone, key: bytes) -> bytes | None:
+        """The record of ``key`` (its LMDB key is ``db_key(key)``), None
+        when absent or when a long key's hash is another key's."""
+        dbkey = db_key(key)
+        raw: bytes | None = txn.get(dbkey, db=zone.values)
+        if raw is not None and dbkey is not key and txn.get(dbkey, db=zone.keys) != key:
+            return None
+        return raw
+
+    def _full_key(self, txn: Any, zone: _Zone, dbkey: bytes) -> bytes:
+        if len(dbkey) <= SHORT_KEY:
+            return dbkey
+        full: bytes | None = txn.get(dbkey, db=zone.keys)
+        return dbkey if full is None else bytes(full)
+
     # -- reads (a read transaction, no lock) ---------------------------------
 
     def _now_ms(self) -> int:
@@ -274,16 +337,18 @@ class SharedDicts:
         zone = self._zones[zid - 1]
         txn = self._env.begin(db=zone.values)
         try:
-            raw: bytes | None = txn.get(key)
+            if len(key) <= SHORT_KEY:  # the common case, without a call
+                raw: bytes | None = txn.get(key)
+                return raw
+            return self._get_record(txn, zone, key)
         finally:
             txn.abort()
-        return raw
 
     def _touch(self, zid: int, key: bytes) -> None:
         touched = self._touched
         if not touched:
             self._touch_deadline = time.monotonic() + TOUCH_FLUSH_DELAY
-        touched[(zid, key)] = self._ticks()
+        touched[(zid, key if len(key) <= SHORT_KEY else db_key(key))] = self._ticks()
         if len(touched) >= TOUCH_FLUSH_COUNT or time.monotonic() >= self._touch_deadline:
             with self._write():
                 pass
@@ -292,7 +357,7 @@ class SharedDicts:
         raw = self._read(zid, key)
         if raw is None:
             return None
-        typ, flags, expires, _ = _RECORD.unpack_from(raw)
+        typ, flags, expires, _, _ = _RECORD.unpack_from(raw)
         if expires and expires < self._now_ms():
             return None
         self._touch(zid, key)
@@ -305,7 +370,7 @@ class SharedDicts:
         raw = self._read(zid, key)
         if raw is None:
             return None
-        typ, flags, expires, _ = _RECORD.unpack_from(raw)
+        typ, flags, expires, _, _ = _RECORD.unpack_from(raw)
         self._touch(zid, key)
         if typ == TLIST:
             return None, b"value is a list"
@@ -316,13 +381,13 @@ class SharedDicts:
         raw = self._read(zid, key)
         if raw is None:
             return 0
-        typ, _, expires, _ = _RECORD.unpack_from(raw)
+        typ, _, expires, _, _ = _RECORD.unpack_from(raw)
         if expires and expires < self._now_ms():
             return 0
         if typ != TLIST:
             return None, b"value not a list"
         self._touch(zid, key)
-        first, end, _ = _LIST.unpack_from(raw, _HEAD)
+        first, end = _LIST.unpack_from(raw, _HEAD)
         return end - first
 
     def ttl(self, zid: int, key: bytes) -> Any:
@@ -334,14 +399,42 @@ class SharedDicts:
             return 0
         return (expires - self._now_ms()) / 1000
 
-    def capacity(self, zid: int) -> int:
-        return self._zones[zid - 1].capacity
+    def c_find_zone(self, name: bytes) -> int:
+        """lua-nginx-module's C API (fcgi_lua/_ngxsyms.c): a zone's id, 0
+        for none."""
+        return self.ids.get(name.decode("utf-8", "surrogateescape"), 0)
 
-    def free_space(self, zid: int) -> int:
+    def c_get(self, zid: int, key: bytes) -> int | tuple[int, Any]:
+        """ngx_http_lua_shared_dict_get (fcgi_lua/_ngxsyms.c): NGX_DECLINED
+        (-5) when absent, NGX_DONE (-4) when expired, else (type, value)."""
+        raw = self._read(zid, key)
+        if raw is None:
+            return -5
+        typ, _, expires, _, _ = _RECORD.unpack_from(raw)
+        if expires and expires < self._now_ms():
+            return -4
+        self._touch(zid, key)
+        return typ, None if typ == TLIST else _decode(typ, raw)
+
+    def capacity(self, zid: int) -> int:
+        """The zone's size: the configured one, or the one the zone was
+        created with when a reload changed it (the zone keeps its pool)."""
         zone = self._zones[zid - 1]
         with self._env.begin(db=self._meta) as txn:
-            used = self._used(txn, zone)
-        return max(0, zone.capacity - used)
+            head = txn.get(zone.pool_key)
+            return zone.capacity if head is None else int(_POOL_HEAD.unpack_from(head)[1])
+
+    def free_space(self, zid: int) -> int:
+        """nginx's: the pool's free pages (not the free room in its partly
+        used pages) times the page size."""
+        zone = self._zones[zid - 1]
+        with self._env.begin(db=self._meta) as txn:
+            head = txn.get(zone.pool_key)
+            if head is None:
+                return new_pool(zone.name, zone.capacity).pfree * PAGE
+            # the heads (pfree first) follow the header and the stamps
+            chunks = -(-zone_pages(_POOL_HEAD.unpack_from(head)[1]) // CHUNK_PAGES)
+            return int(_GEN.unpack_from(head, _POOL_HEAD.size + 8 * chunks)[0]) * PAGE
 
     def get_keys(self, zid: int, max_count: int) -> list[bytes]:
         zone = self._zones[zid - 1]
@@ -353,13 +446,13 @@ class SharedDicts:
         with self._env.begin() as txn:
             values = txn.cursor(db=zone.values)
             for index_key in txn.cursor(db=zone.lru).iternext(values=False):
-                key = bytes(index_key[8:])
-                raw = values.get(key)
+                dbkey = bytes(index_key[8:])
+                raw = values.get(dbkey)
                 if raw is None:
                     continue
                 expires = _RECORD.unpack_from(raw)[2]
                 if expires == 0 or expires > now:
-                    keys.append(key)
+                    keys.append(self._full_key(txn, zone, dbkey))
                     if max_count and len(keys) == max_count:
                         break
         return keys
@@ -373,62 +466,126 @@ class SharedDicts:
             if self._touched:
                 self._apply_touches(txn)
             yield txn
+            self._save_pools(txn)
         except BaseException:
             txn.abort()
+            for zone in self._synced:
+                zone.pool = None  # its copy may be ahead of the store
+            self._synced = []
             raise
         txn.commit()
 
+    def _pool(self, txn: Any, zone: _Zone) -> SlabPool:
+        """The zone's slab pool, as the store has it now (reloading the runs
+        of pages another worker changed)."""
+        if zone in self._synced and zone.pool is not None:
+            return zone.pool
+        head = txn.get(zone.pool_key, db=self._meta)
+        if head is None:
+            # the first write since the store was prepared
+            pool = zone.pool = new_pool(zone.name, zone.capacity)
+            zone.pool_size = zone.capacity
+            zone.gen = 0
+            zone.stamps = bytes(8 * pool.chunks())
+        else:
+            gen, size = _POOL_HEAD.unpack_from(head)
+            loaded = zone.pool
+            if loaded is not None and zone.pool_size == size:
+                pool = loaded
+            else:
+                # the size the zone was created with (a reload may have
+                # configured another)
+                pool = zone.pool = SlabPool(size)
+                zone.pool_size = size
+                zone.stamps = b""
+            if gen != zone.gen or zone.stamps == b"":
+                end = _POOL_HEAD.size + 8 * pool.chunks()
+                stamps = bytes(head[_POOL_HEAD.size : end])
+                for chunk in range(pool.chunks()):
+                    at = slice(8 * chunk, 8 * chunk + 8)
+                    if stamps[at] != zone.stamps[at]:
+                        key = zone.pool_key + chunk.to_bytes(4, "big")
+                        pool.load_chunk(chunk, txn.get(key, db=self._meta))
+                pool.load_heads(bytes(head[end:]))
+                zone.gen = gen
+                zone.stamps = stamps
+            pool.dirty.clear()
+        self._synced.append(zone)
+        return pool
+
+    def _save_pools(self, txn: Any) -> None:
+        for zone in self._synced:
+            pool = zone.pool
+            if pool is None or (not pool.dirty and zone.gen > 0):
+                continue
+            gen = zone.gen + 1
+            stamps = bytearray(zone.stamps)
+            for chunk in {i // CHUNK_PAGES for i in pool.dirty if i < pool.n}:
+                key = zone.pool_key + chunk.to_bytes(4, "big")
+                txn.put(key, pool.dump_chunk(chunk), db=self._meta)
+                stamps[8 * chunk : 8 * chunk + 8] = _GEN.pack(gen)
+            head = _POOL_HEAD.pack(gen, zone.pool_size) + stamps + pool.dump_heads()
+            txn.put(zone.pool_key, head, db=self._meta)
+            zone.gen = gen
+            zone.stamps = bytes(stamps)
+            pool.dirty.clear()
+        self._synced = []
+
     def _apply_touches(self, txn: Any) -> None:
         touched, self._touched = self._touched, {}
-        for (zid, key), tick in touched.items():
+        for (zid, dbkey), tick in touched.items():
             zone = self._zones[zid - 1]
-            raw = txn.get(key, db=zone.values)
+            raw = txn.get(dbkey, db=zone.values)
             if raw is None:
                 continue
             old = _RECORD.unpack_from(raw)
             if old[3] >= tick:
                 continue  # written since the read: that was later
-            txn.delete(_TICK.pack(old[3]) + key, db=zone.lru)
-            txn.put(_TICK.pack(tick) + key, b"", db=zone.lru)
-            txn.put(key, _RECORD.pack(old[0], old[1], old[2], tick) + raw[_HEAD:], db=zone.values)
-
-    def _used(self, txn: Any, zone: _Zone) -> int:
-        raw = txn.get(zone.used_key, db=self._meta)
-        return 0 if raw is None else int(_USED.unpack(raw)[0])
-
-    def _add_used(self, txn: Any, zone: _Zone, delta: int) -> None:
-        used = self._used(txn, zone) + delta
-        txn.put(zone.used_key, _USED.pack(max(0, used)), db=self._meta)
-
-    def _fits(self, txn: Any, zone: _Zone, cost: int) -> bool:
-        return self._used(txn, zone) + cost <= zone.capacity
+            txn.delete(_TICK.pack(old[3]) + dbkey, db=zone.lru)
+            txn.put(_TICK.pack(tick) + dbkey, b"", db=zone.lru)
+            record = _RECORD.pack(old[0], old[1], old[2], tick, old[4]) + raw[_HEAD:]
+            txn.put(dbkey, record, db=zone.values)
 
     def _put(
-        self, txn: Any, zone: _Zone, key: bytes, typ: int, flags: int, expires: int, payload: bytes,
-        old_tick: int | None,
+        self, txn: Any, zone: _Zone, dbkey: bytes, typ: int, flags: int, expires: int,
+        payload: bytes, old_tick: int | None, address: int,
     ) -> None:  # fmt: skip
         """Write a record as the most recently used entry."""
         tick = self._ticks()
         if old_tick is not None:
-            txn.delete(_TICK.pack(old_tick) + key, db=zone.lru)
-        txn.put(_TICK.pack(tick) + key, b"", db=zone.lru)
-        txn.put(key, _RECORD.pack(typ, flags, expires, tick) + payload, db=zone.values)
+            txn.delete(_TICK.pack(old_tick) + dbkey, db=zone.lru)
+        txn.put(_TICK.pack(tick) + dbkey, b"", db=zone.lru)
+        txn.put(dbkey, _RECORD.pack(typ, flags, expires, tick, address) + payload, db=zone.values)
 
-    def _cost(self, key: bytes, raw: bytes) -> int:
-        if raw[0] == TLIST:
-            return _list_cost(len(key)) + int(_LIST.unpack_from(raw, _HEAD)[2])
-        return entry_cost(len(key), len(raw) - _HEAD)
+    def _insert(
+        self, txn: Any, zone: _Zone, key: bytes, typ: int, flags: int, expires: int,
+        payload: bytes, address: int,
+    ) -> bytes:  # fmt: skip
+        """A new entry (its node allocated at ``address``); its LMDB key."""
+        dbkey = db_key(key)
+        if dbkey is not key:
+            txn.put(dbkey, key, db=zone.keys)
+        self._put(txn, zone, dbkey, typ, flags, expires, payload, None, address)
+        return dbkey
 
-    def _remove(self, txn: Any, zone: _Zone, key: bytes, raw: bytes) -> None:
-        """Delete an entry (and a list's items) and give its bytes back."""
-        typ, _, _, tick = _RECORD.unpack_from(raw)
+    def _remove(self, txn: Any, zone: _Zone, dbkey: bytes, raw: bytes) -> None:
+        """Delete an entry (and a list's items) and free its memory, the
+        items first, as nginx does."""
+        typ, _, _, tick, address = _RECORD.unpack_from(raw)
+        pool = self._pool(txn, zone)
         if typ == TLIST:
-            first, end, _ = _LIST.unpack_from(raw, _HEAD)
+            first, end = _LIST.unpack_from(raw, _HEAD)
             for position in range(first, end):
-                txn.delete(_item_key(key, position), db=zone.items)
-        txn.delete(_TICK.pack(tick) + key, db=zone.lru)
-        txn.delete(key, db=zone.values)
-        self._add_used(txn, zone, -self._cost(key, raw))
+                item_key = _item_key(dbkey, position)
+                item = txn.get(item_key, db=zone.items)
+                if item is not None:
+                    pool.free(_ITEM.unpack_from(item)[1])
+                txn.delete(item_key, db=zone.items)
+        txn.delete(_TICK.pack(tick) + dbkey, db=zone.lru)
+        txn.delete(dbkey, db=zone.values)
+        if len(dbkey) > SHORT_KEY:
+            txn.delete(dbkey, db=zone.keys)
+        pool.free(address)
 
     def _expire(self, txn: Any, zone: _Zone, n: int, now: int) -> int:
         """nginx's ngx_http_lua_shdict_expire: n == 1 removes up to two
@@ -439,8 +596,8 @@ class SharedDicts:
         while n < 3:
             if not cursor.first():
                 return freed
-            key = bytes(cursor.key()[8:])
-            raw = txn.get(key, db=zone.values)
+            dbkey = bytes(cursor.key()[8:])
+            raw = txn.get(dbkey, db=zone.values)
             if raw is None:  # cannot happen: the index follows the records
                 cursor.delete()
                 continue
@@ -449,31 +606,42 @@ class SharedDicts:
                 if expires == 0 or expires - now > 0:
                     return freed
             n += 1
-            self._remove(txn, zone, key, raw)
+            self._remove(txn, zone, dbkey, raw)
             freed += 1
         return freed
 
-    def _allocate(self, txn: Any, zone: _Zone, cost: int, now: int) -> tuple[bool, bool]:
-        """(fits, forcible): evict least recently used entries, as nginx
-        does when its slab allocation fails, up to 30 rounds."""
-        if self._fits(txn, zone, cost):
-            return True, False
+    def _allocate(self, txn: Any, zone: _Zone, size: int, now: int) -> tuple[int, bool]:
+        """(address or -1, forcible): nginx's allocation of an entry, which
+        evicts least recently used entries when the pool has no room, up to
+        30 rounds."""
+        pool = self._pool(txn, zone)
+        address = pool.alloc(size)
+        if address >= 0:
+            return address, False
         forcible = False
         for _ in range(30):
             if self._expire(txn, zone, 0, now) == 0:
                 break
             forcible = True
-            if self._fits(txn, zone, cost):
-                return True, True
-        return False, forcible
+            address = pool.alloc(size)
+            if address >= 0:
+                return address, True
+        return -1, forcible
 
-    def _lookup(self, txn: Any, zone: _Zone, key: bytes, now: int) -> tuple[bytes | None, bool]:
-        """(record or None, expired)"""
-        raw: bytes | None = txn.get(key, db=zone.values)
+    def _lookup(
+        self, txn: Any, zone: _Zone, key: bytes, now: int
+    ) -> tuple[bytes, bytes | None, bool]:
+        """(LMDB key, record or None, expired); another key under the same
+        hash is removed (it would be overwritten)."""
+        dbkey = db_key(key)
+        raw: bytes | None = txn.get(dbkey, db=zone.values)
         if raw is None:
-            return None, False
+            return dbkey, None, False
+        if dbkey is not key and txn.get(dbkey, db=zone.keys) != key:
+            self._remove(txn, zone, dbkey, raw)
+            return dbkey, None, False
         expires = _RECORD.unpack_from(raw)[2]
-        return raw, bool(expires) and expires - now < 0
+        return dbkey, raw, bool(expires) and expires - now < 0
 
     def store(
         self, zid: int, op: int, key: bytes, value: Any, exptime: Any, flags: Any
@@ -495,7 +663,7 @@ class SharedDicts:
     ) -> tuple[bool, bytes | None, bool]:
         now = self._now_ms()
         self._expire(txn, zone, 1, now)
-        raw, expired = self._lookup(txn, zone, key, now)
+        dbkey, raw, expired = self._lookup(txn, zone, key, now)
         if op & OP_REPLACE and (raw is None or expired):
             return False, b"not found", False
         if op & OP_ADD and raw is not None and not expired:
@@ -505,22 +673,23 @@ class SharedDicts:
         if raw is not None:
             if value is not None and len(payload) == len(raw) - _HEAD and raw[0] != TLIST:
                 # same size: nginx rewrites the node in place
-                self._put(txn, zone, key, typ, flags, expires, payload, _RECORD.unpack_from(raw)[3])
+                _, _, _, tick, address = _RECORD.unpack_from(raw)
+                self._put(txn, zone, dbkey, typ, flags, expires, payload, tick, address)
                 return True, None, False
-            self._remove(txn, zone, key, raw)
+            self._remove(txn, zone, dbkey, raw)
         if value is None:
             return True, None, False
-        cost = entry_cost(len(key), len(payload))
+        size = entry_size(len(key), len(payload))
         if op & OP_SAFE_STORE:
-            if not self._fits(txn, zone, cost):
+            address = self._pool(txn, zone).alloc(size)
+            if address < 0:
                 return False, b"no memory", False
             forcible = False
         else:
-            fits, forcible = self._allocate(txn, zone, cost, now)
-            if not fits:
+            address, forcible = self._allocate(txn, zone, size, now)
+            if address < 0:
                 return False, b"no memory", forcible
-        self._put(txn, zone, key, typ, flags, expires, payload, None)
-        self._add_used(txn, zone, cost)
+        self._insert(txn, zone, key, typ, flags, expires, payload, address)
         return True, None, forcible
 
     def incr(self, zid: int, key: bytes, value: Any, init: Any, init_ttl: Any) -> Any:
@@ -546,13 +715,13 @@ class SharedDicts:
     ) -> tuple[float, bytes | None, bool]:  # fmt: skip
         now = self._now_ms()
         self._expire(txn, zone, 1, now)
-        raw, expired = self._lookup(txn, zone, key, now)
+        dbkey, raw, expired = self._lookup(txn, zone, key, now)
         if raw is not None and not expired:
-            typ, flags, expires, tick = _RECORD.unpack_from(raw)
+            typ, flags, expires, tick, address = _RECORD.unpack_from(raw)
             if typ != TNUMBER:
                 return 0.0, b"not a number", False
             number = _DOUBLE.unpack_from(raw, _HEAD)[0] + value
-            self._put(txn, zone, key, typ, flags, expires, _DOUBLE.pack(number), tick)
+            self._put(txn, zone, dbkey, typ, flags, expires, _DOUBLE.pack(number), tick, address)
             return number, None, False
         if not has_init:
             return 0.0, b"not found", False
@@ -562,16 +731,14 @@ class SharedDicts:
         payload = _DOUBLE.pack(number)
         if raw is not None:  # expired
             if len(raw) - _HEAD == _DOUBLE.size and raw[0] != TLIST:
-                tick = _RECORD.unpack_from(raw)[3]
-                self._put(txn, zone, key, TNUMBER, 0, expires, payload, tick)
+                _, _, _, tick, address = _RECORD.unpack_from(raw)
+                self._put(txn, zone, dbkey, TNUMBER, 0, expires, payload, tick, address)
                 return number, None, False
-            self._remove(txn, zone, key, raw)
-        cost = entry_cost(len(key), _DOUBLE.size)
-        fits, forcible = self._allocate(txn, zone, cost, now)
-        if not fits:
+            self._remove(txn, zone, dbkey, raw)
+        address, forcible = self._allocate(txn, zone, entry_size(len(key), _DOUBLE.size), now)
+        if address < 0:
             return 0.0, b"no memory", forcible
-        self._put(txn, zone, key, TNUMBER, 0, expires, payload, None)
-        self._add_used(txn, zone, cost)
+        self._insert(txn, zone, key, TNUMBER, 0, expires, payload, address)
         return number, None, forcible
 
     def push(self, zid: int, key: bytes, value: Any, left: bool) -> Any:
@@ -586,50 +753,49 @@ class SharedDicts:
     def _push(self, txn: Any, zone: _Zone, key: bytes, value: Any, left: bool) -> Any:
         now = self._now_ms()
         self._expire(txn, zone, 1, now)
-        raw, expired = self._lookup(txn, zone, key, now)
-        tick = None
+        dbkey, raw, expired = self._lookup(txn, zone, key, now)
+        pool = self._pool(txn, zone)
         if raw is not None and not expired and raw[0] != TLIST:
             return None, b"value not a list"
         if raw is not None and expired:
-            # nginx frees the old entry's items but keeps a list's node
-            self._remove(txn, zone, key, raw)
             if raw[0] == TLIST:
-                self._add_used(txn, zone, _list_cost(len(key)))
-                self._put(txn, zone, key, TLIST, 0, 0, _LIST.pack(_MIDDLE, _MIDDLE, 0), None)
-                raw = txn.get(key, db=zone.values)
+                # nginx frees the items, keeps the list's node (no expiry)
+                _, _, _, tick, address = _RECORD.unpack_from(raw)
+                first, end = _LIST.unpack_from(raw, _HEAD)
+                for position in range(first, end):
+                    item_key = _item_key(dbkey, position)
+                    item = txn.get(item_key, db=zone.items)
+                    if item is not None:
+                        pool.free(_ITEM.unpack_from(item)[1])
+                    txn.delete(item_key, db=zone.items)
+                empty = _LIST.pack(_MIDDLE, _MIDDLE)
+                self._put(txn, zone, dbkey, TLIST, 0, 0, empty, tick, address)
+                raw = txn.get(dbkey, db=zone.values)
             else:
+                self._remove(txn, zone, dbkey, raw)
                 raw = None
         if raw is None:
-            cost = _list_cost(len(key))
-            if not self._fits(txn, zone, cost):
+            address = pool.alloc(_list_size(len(key)))
+            if address < 0:
                 return False, b"no memory"
-            self._add_used(txn, zone, cost)
-            first = end = _MIDDLE
-            items_cost = 0
-            flags = expires = 0
-        else:
-            _, flags, expires, tick = _RECORD.unpack_from(raw)
-            first, end, items_cost = _LIST.unpack_from(raw, _HEAD)
+            dbkey = self._insert(txn, zone, key, TLIST, 0, 0, _LIST.pack(_MIDDLE, _MIDDLE), address)
+            raw = txn.get(dbkey, db=zone.values)
+        _, flags, expires, tick, address = _RECORD.unpack_from(raw)
+        first, end = _LIST.unpack_from(raw, _HEAD)
         typ, payload = _encode(value)
-        cost = _item_cost(len(payload))
-        if not self._fits(txn, zone, cost):
+        item_address = pool.alloc(_item_size(len(payload)))
+        if item_address < 0:
             if first == end:  # an empty list is not kept
-                self._add_used(txn, zone, -_list_cost(len(key)))
-                if tick is not None:
-                    txn.delete(_TICK.pack(tick) + key, db=zone.lru)
-                    txn.delete(key, db=zone.values)
-            return False, b"no memory"
+                self._remove(txn, zone, dbkey, raw)
+            return None, b"no memory"
         if left:
             first -= 1
             position = first
         else:
             position = end
             end += 1
-        txn.put(_item_key(key, position), bytes([typ]) + payload, db=zone.items)
-        self._add_used(txn, zone, cost)
-        self._put(
-            txn, zone, key, TLIST, flags, expires, _LIST.pack(first, end, items_cost + cost), tick
-        )
+        txn.put(_item_key(dbkey, position), _ITEM.pack(typ, item_address) + payload, db=zone.items)
+        self._put(txn, zone, dbkey, TLIST, flags, expires, _LIST.pack(first, end), tick, address)
         return end - first
 
     def pop(self, zid: int, key: bytes, left: bool) -> Any:
@@ -638,30 +804,29 @@ class SharedDicts:
         with self._write() as txn:
             now = self._now_ms()
             self._expire(txn, zone, 1, now)
-            raw, expired = self._lookup(txn, zone, key, now)
+            dbkey, raw, expired = self._lookup(txn, zone, key, now)
             if raw is None or expired:
                 return None
-            typ, flags, expires, tick = _RECORD.unpack_from(raw)
+            typ, flags, expires, tick, address = _RECORD.unpack_from(raw)
             if typ != TLIST:
                 return None, b"value not a list"
-            first, end, items_cost = _LIST.unpack_from(raw, _HEAD)
+            first, end = _LIST.unpack_from(raw, _HEAD)
             position = first if left else end - 1
-            item_key = _item_key(key, position)
-            item = txn.get(item_key, db=zone.items)
+            item_key = _item_key(dbkey, position)
+            item = bytes(txn.get(item_key, db=zone.items))
             txn.delete(item_key, db=zone.items)
-            cost = _item_cost(len(item) - 1)
-            self._add_used(txn, zone, -cost)
+            pool = self._pool(txn, zone)
+            pool.free(_ITEM.unpack_from(item)[1])
             if end - first == 1:
-                txn.delete(_TICK.pack(tick) + key, db=zone.lru)
-                txn.delete(key, db=zone.values)
-                self._add_used(txn, zone, -_list_cost(len(key)))
+                # the list's node goes too (its items are gone)
+                self._remove(txn, zone, dbkey, _RECORD.pack(TNIL, 0, 0, tick, address))
             else:
                 first, end = (first + 1, end) if left else (first, end - 1)
-                payload = _LIST.pack(first, end, items_cost - cost)
-                self._put(txn, zone, key, TLIST, flags, expires, payload, tick)
+                payload = _LIST.pack(first, end)
+                self._put(txn, zone, dbkey, TLIST, flags, expires, payload, tick, address)
         if item[0] == TSTRING:
-            return item[1:]
-        return _number(_DOUBLE.unpack_from(item, 1)[0])
+            return item[_ITEM.size :]
+        return _number(_DOUBLE.unpack_from(item, _ITEM.size)[0])
 
     def expire(self, zid: int, key: bytes, exptime: Any) -> Any:
         """-> true | (nil, "not found"); an expired entry comes back to life,
@@ -669,12 +834,13 @@ class SharedDicts:
         zone = self._zones[zid - 1]
         ms = int(exptime * 1000)
         with self._write() as txn:
-            raw = txn.get(key, db=zone.values)
+            raw = self._get_record(txn, zone, key)
             if raw is None:
                 return None, b"not found"
-            typ, flags, _, tick = _RECORD.unpack_from(raw)
+            typ, flags, _, tick, address = _RECORD.unpack_from(raw)
             expires = self._now_ms() + ms if ms > 0 else 0
-            txn.put(key, _RECORD.pack(typ, flags, expires, tick) + raw[_HEAD:], db=zone.values)
+            record = _RECORD.pack(typ, flags, expires, tick, address) + raw[_HEAD:]
+            txn.put(db_key(key), record, db=zone.values)
         return True
 
     def flush_all(self, zid: int) -> None:
@@ -687,8 +853,9 @@ class SharedDicts:
                 (bytes(key), _RECORD.unpack_from(raw), bytes(raw[_HEAD:]))
                 for key, raw in cursor.iternext()
             ]
-            for key, (typ, flags, _, tick), payload in updates:
-                txn.put(key, _RECORD.pack(typ, flags, 1, tick) + payload, db=zone.values)
+            for dbkey, (typ, flags, _, tick, address), payload in updates:
+                record = _RECORD.pack(typ, flags, 1, tick, address) + payload
+                txn.put(dbkey, record, db=zone.values)
             self._expire(txn, zone, 0, self._now_ms())
 
     def flush_expired(self, zid: int, max_count: int) -> int:
@@ -698,17 +865,17 @@ class SharedDicts:
             now = self._now_ms()
             expired = []
             for index_key in txn.cursor(db=zone.lru).iternext(values=False):
-                key = bytes(index_key[8:])
-                raw = txn.get(key, db=zone.values)
+                dbkey = bytes(index_key[8:])
+                raw = txn.get(dbkey, db=zone.values)
                 if raw is None:
                     continue
                 expires = _RECORD.unpack_from(raw)[2]
                 if expires != 0 and expires <= now:
-                    expired.append((key, raw))
+                    expired.append((dbkey, raw))
                     if max_count and len(expired) == max_count:
                         break
-            for key, raw in expired:
-                self._remove(txn, zone, key, raw)
+            for dbkey, raw in expired:
+                self._remove(txn, zone, dbkey, raw)
                 freed += 1
         return freed
 

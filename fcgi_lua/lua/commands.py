@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from fcgi_lua import deadlines
 from fcgi_lua.body import BodyError, BodyStorageError
 from fcgi_lua.forms import MultipartError
-from fcgi_lua.lua import cosocket, scheduler
+from fcgi_lua.lua import cosocket
 
 if TYPE_CHECKING:
     from fcgi_lua.lua.engine import LuaRequest, OutputSink
@@ -117,5 +117,6 @@ COMMANDS: dict[bytes, Command] = {
     b"multipart": _do_multipart,
     b"req_socket": _do_req_socket,  # ngx.req.socket (socket.lua)
     b"cosocket": cosocket.perform,  # ngx.socket.* waits (socket.lua)
-    b"park": scheduler.perform_park,  # ngx.semaphore waits (thread.lua)
 }
+# ngx.semaphore waits (thread.lua), b"park", are the engine's own:
+# scheduler.Parking.perform, added to its copy of this table.

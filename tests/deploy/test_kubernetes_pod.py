@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from .test_kubernetes import container, find, quantity, render
+from .manifests import container, find, quantity, render
 from .tools import DEPLOY, REPO, need, require
 
 pytestmark = pytest.mark.e2e

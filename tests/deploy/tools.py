@@ -22,6 +22,27 @@ DOCKERIGNORE = REPO / ".dockerignore"
 # Where nginx/fcgi-lua-upstream.conf, the image and compose put the socket.
 SHIPPED_SOCKET = "/run/fcgi-lua/fcgi-lua.sock"
 
+# The official nginx image's /etc/nginx/nginx.conf, as far as it matters to
+# the compose and Kubernetes tests: conf.d/*.conf is included in http {}.
+# (Its `user nginx;` line is left out: that user exists only in the image.)
+# {tmp} is the test's temp directory.
+IMAGE_NGINX_CONF = """\
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log stderr notice;
+events {{ worker_connections 64; }}
+http {{
+    include /etc/nginx/mime.types;
+    default_type application/octet-stream;
+    client_body_temp_path {tmp}/body;
+    fastcgi_temp_path {tmp}/fastcgi;
+    proxy_temp_path {tmp}/proxy;
+    scgi_temp_path {tmp}/scgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    include conf.d/*.conf;
+}}
+"""
+
 
 def program(name: str) -> str | None:
     """``name`` on PATH, or in /usr/sbin (nginx, when PATH lacks it)."""

@@ -28,6 +28,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from .e2e_peers import run_redis
 from .e2e_stack import HERE, NGINX, Logs, Stack, start_stack
 
 
@@ -96,3 +97,9 @@ def logs(e2e: Stack, request: pytest.FixtureRequest) -> Iterator[Logs]:
 @pytest.fixture(autouse=True)
 def _every_test_checks_logs(logs: Logs) -> None:
     """Every e2e test asserts no unexpected error was logged (via ``logs``)."""
+
+
+@pytest.fixture(scope="module")
+def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A real redis-server on loopback, for the module's tests."""
+    yield from run_redis(tmp_path_factory)

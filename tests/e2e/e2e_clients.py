@@ -2,8 +2,10 @@
 sockets where timing or malformed requests matter, and a minimal FastCGI
 client that reaches fcgi-lua without nginx in between.
 
-Standard library only, on purpose: the e2e suite must not depend on the
-code it tests (our own FastCGI codec) nor on new packages.
+The standard library and the tests' own FastCGI encoder
+(tests/helpers/fastcgi.py, written independently of fcgi_lua.fastcgi), on
+purpose: the e2e suite must not depend on the code it tests (our own
+FastCGI codec) nor on new packages.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import struct
 import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
+
+from tests.helpers.fastcgi import pairs, record, stream
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,31 +141,11 @@ FCGI_STDERR = 7
 FCGI_RESPONDER = 1
 
 
-def _record(rtype: int, request_id: int, content: bytes) -> bytes:
-    padding = -len(content) % 8
-    header = struct.pack(">BBHHBx", 1, rtype, request_id, len(content), padding)
-    return header + content + b"\x00" * padding
-
-
-def _stream(rtype: int, request_id: int, content: bytes) -> bytes:
-    out = [
-        _record(rtype, request_id, content[i : i + 65535]) for i in range(0, len(content), 65535)
-    ]
-    out.append(_record(rtype, request_id, b""))
-    return b"".join(out)
-
-
-def _length(n: int) -> bytes:
-    return bytes([n]) if n < 128 else struct.pack(">I", n | 0x80000000)
-
-
 def encode_params(params: dict[str, str | bytes]) -> bytes:
-    out = []
-    for name, value in params.items():
-        raw_name = name.encode("latin-1")
-        raw_value = value if isinstance(value, bytes) else value.encode("utf-8")
-        out.append(_length(len(raw_name)) + _length(len(raw_value)) + raw_name + raw_value)
-    return b"".join(out)
+    return pairs(
+        (name.encode("latin-1"), value if isinstance(value, bytes) else value.encode("utf-8"))
+        for name, value in params.items()
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,9 +172,9 @@ def fastcgi_request(
         sock.connect(address)
         request_id = 1
         sock.sendall(
-            _record(FCGI_BEGIN_REQUEST, request_id, struct.pack(">HB5x", FCGI_RESPONDER, 0))
-            + _stream(FCGI_PARAMS, request_id, encode_params(params))
-            + _stream(FCGI_STDIN, request_id, stdin)
+            record(FCGI_BEGIN_REQUEST, request_id, struct.pack(">HB5x", FCGI_RESPONDER, 0))
+            + stream(FCGI_PARAMS, request_id, encode_params(params), aligned=True)
+            + stream(FCGI_STDIN, request_id, stdin, aligned=True)
         )
         buffer = b""
         stdout, stderr = [], []

@@ -624,18 +624,18 @@ def start_stack(tmp: Path) -> Stack:
     return stack
 
 
-class Logs:
-    """The log lines a test produced, and the errors it is allowed to produce."""
+class LogWatch:
+    """Log files read from a mark (their size when the test began): what a
+    test produced, the error lines (``patterns``) it allows, and the rest."""
 
-    def __init__(self, stack: Stack) -> None:
-        self.stack = stack
-        self.files = stack.log_files()
-        self.marks = {name: _size(path) for name, path in self.files.items()}
+    def __init__(self, files: dict[str, Path], patterns: dict[str, re.Pattern[str]]) -> None:
+        self.files = files
+        self.patterns = patterns
+        self.marks = {name: _size(path) for name, path in files.items()}
         self.allowed: list[tuple[str, re.Pattern[str]]] = []
-        self.checked = False
 
     def new(self, name: str) -> str:
-        """What log ``name`` ("nginx", "fcgi-lua", "fcgi-lua-debug") got since the mark."""
+        """What log ``name`` got since the mark."""
         path = self.files[name]
         if not path.exists():
             return ""
@@ -661,8 +661,7 @@ class Logs:
 
     def unexpected_errors(self) -> list[str]:
         found = []
-        for name in self.files:
-            regex = NGINX_ERROR if name == "nginx" else FCGI_ERROR
+        for name, regex in self.patterns.items():
             for line in self.new(name).splitlines():
                 if not regex.search(line):
                     continue
@@ -670,6 +669,19 @@ class Logs:
                     continue
                 found.append(f"{name}: {line}")
         return found
+
+
+class Logs(LogWatch):
+    """The log lines a test produced ("nginx", "fcgi-lua", "fcgi-lua-debug"),
+    and the errors it is allowed to produce."""
+
+    def __init__(self, stack: Stack) -> None:
+        files = stack.log_files()
+        super().__init__(
+            files, {name: NGINX_ERROR if name == "nginx" else FCGI_ERROR for name in files}
+        )
+        self.stack = stack
+        self.checked = False
 
     def assert_no_errors(self) -> None:
         self.checked = True

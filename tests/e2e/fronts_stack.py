@@ -33,6 +33,7 @@ from .e2e_stack import (
     SCRIPTS,
     START_TIMEOUT,
     STOP_TIMEOUT,
+    LogWatch,
     Service,
     _answers_fastcgi,
     _connectable,
@@ -405,46 +406,13 @@ def _start_caddy(stack: FrontsStack, binary: str) -> Front:
     return Front("caddy", f"http://127.0.0.1:{port}", error_log, conf)
 
 
-class FrontLogs:
+class FrontLogs(LogWatch):
     """What fcgi-lua's log and one front's error log got during a test."""
 
     def __init__(self, stack: FrontsStack, front: str) -> None:
-        self.files = {"fcgi-lua": stack.fcgi_log}
-        self.patterns = {"fcgi-lua": FCGI_ERROR}
+        files = {"fcgi-lua": stack.fcgi_log}
+        patterns = {"fcgi-lua": FCGI_ERROR}
         if front in stack.fronts:
-            self.files[front] = stack.fronts[front].error_log
-            self.patterns[front] = FRONT_ERROR[front]
-        self.marks = {name: _size(path) for name, path in self.files.items()}
-        self.allowed: list[tuple[str, re.Pattern[str]]] = []
-
-    def new(self, name: str) -> str:
-        path = self.files[name]
-        if not path.exists():
-            return ""
-        with path.open("rb") as f:
-            f.seek(self.marks[name])
-            return f.read().decode("utf-8", "replace")
-
-    def allow(self, name: str, pattern: str) -> None:
-        self.allowed.append((name, re.compile(pattern)))
-
-    def wait_for(self, name: str, pattern: str, timeout: float = 5.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not re.search(pattern, self.new(name)):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{name} log never matched {pattern!r}:\n{self.new(name)}")
-            time.sleep(0.05)
-
-    def unexpected_errors(self) -> list[str]:
-        found = []
-        for name, regex in self.patterns.items():
-            for line in self.new(name).splitlines():
-                if regex.search(line) and not any(
-                    n == name and p.search(line) for n, p in self.allowed
-                ):
-                    found.append(f"{name}: {line}")
-        return found
-
-
-def _size(path: Path) -> int:
-    return path.stat().st_size if path.exists() else 0
+            files[front] = stack.fronts[front].error_log
+            patterns[front] = FRONT_ERROR[front]
+        super().__init__(files, patterns)

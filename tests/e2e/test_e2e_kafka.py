@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from .e2e_clients import http_request
+from .e2e_peers import ORACLE_SOCKET_ERRORS
 from .e2e_stack import Logs, Stack, free_port, needs
-from .test_e2e_redis import ORACLE_SOCKET_ERRORS, redis_port  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.e2e
 
@@ -185,7 +185,7 @@ def test_kafka_same_as_openresty(e2e: Stack, logs: Logs, broker: Broker) -> None
 def test_redis_connector(
     e2e: Stack,
     logs: Logs,
-    redis_port: int,  # noqa: F811 (the fixture)
+    redis_port: int,
     route: str,
 ) -> None:
     needs("lua-nginx-redis-connector", CONNECTOR.exists())

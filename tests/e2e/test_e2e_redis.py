@@ -6,7 +6,6 @@ midway), after each of which the worker carries on."""
 
 from __future__ import annotations
 
-import shutil
 import socket
 import threading
 import time
@@ -16,51 +15,17 @@ from pathlib import Path
 import pytest
 
 from .e2e_clients import http_request
-from .e2e_stack import Logs, Stack, free_port, needs, peer_server
+from .e2e_peers import ORACLE_SOCKET_ERRORS, redis_command
+from .e2e_stack import Logs, Stack, free_port
 
 pytestmark = pytest.mark.e2e
-
-REDIS_SERVER = shutil.which("redis-server") or (
-    "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
-)
-RESTY_REDIS = Path("/usr/share/lua/5.1/nginx/redis.lua")  # Debian's lua-nginx-redis
 
 ROUTES = ["unix", "tcp", "oracle"]
 RUNS = [1, 2]
 
-# What OpenResty logs at error level for failures its scripts handle.
-ORACLE_SOCKET_ERRORS = (
-    r"lua tcp socket (read timed out|connect timed out)|connect\(\) failed"
-    r"|attempt to (receive|send) data on a closed socket"
-)
-
-
-@pytest.fixture(scope="module")
-def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    needs("redis-server", REDIS_SERVER is not None)
-    needs("lua-nginx-redis", RESTY_REDIS.exists())
-    assert REDIS_SERVER is not None
-    workdir = tmp_path_factory.mktemp("redis")
-    port = free_port()
-    argv = [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-    argv += ["--appendonly", "no", "--daemonize", "no", "--dir", str(workdir)]
-    with peer_server("redis", argv, workdir, lambda: redis_command(port, b"PING") == b"+PONG\r\n"):
-        yield port
-
 
 def _read(path: Path) -> str:
     return path.read_text("utf-8", "replace") if path.exists() else ""
-
-
-def redis_command(port: int, command: bytes) -> bytes:
-    """One inline command on a fresh connection; its raw reply (or b"")."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
-            sock.sendall(command + b"\r\n")
-            time.sleep(0.02)
-            return sock.recv(65536)
-    except OSError:
-        return b""
 
 
 def get(e2e: Stack, route: str, path: str) -> str:

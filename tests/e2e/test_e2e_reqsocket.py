@@ -16,9 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from .e2e_clients import http_request
-from .e2e_stack import Logs, Stack
-from .test_e2e_bodies import (
+from .e2e_bodies import (
     END,
     MB,
     MULTIPART,
@@ -29,6 +27,8 @@ from .test_e2e_bodies import (
     serving_pid,
     temp_files,
 )
+from .e2e_clients import http_request
+from .e2e_stack import Logs, Stack
 
 PROBE_BODY = b"abcline1\r\nline2\nxyz--bqq--bend"
 

@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from .e2e_clients import http_request
+from .e2e_peers import redis_command
 from .e2e_stack import Logs, Stack
-from .test_e2e_redis import redis_command, redis_port  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.e2e
 
@@ -49,7 +49,7 @@ def test_one_reader_at_a_time_on_a_socket(
     e2e: Stack,
     logs: Logs,
     route: str,
-    redis_port: int,  # noqa: F811
+    redis_port: int,
 ) -> None:
     # OpenResty also logs the use of the socket the kill closed
     logs.allow("nginx", r"attempt to (send|receive) data on a closed socket")
@@ -111,7 +111,7 @@ def test_a_timer_runs_after_the_response(
     e2e: Stack,
     logs: Logs,
     route: str,
-    redis_port: int,  # noqa: F811
+    redis_port: int,
 ) -> None:
     key = f"timer-{route}-{uuid.uuid4().hex}"
     resp = http_request(e2e.urls[route], f"/timer_redis.lua?port={redis_port}&key={key}")
@@ -127,7 +127,7 @@ def test_on_abort_runs_when_the_client_goes_away(
     e2e: Stack,
     logs: Logs,
     route: str,
-    redis_port: int,  # noqa: F811
+    redis_port: int,
 ) -> None:
     logs.allow("fcgi-lua", r"abort")
     key = f"abort-{route}-{uuid.uuid4().hex}"

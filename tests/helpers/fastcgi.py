@@ -68,10 +68,15 @@ def pairs(items: Iterable[tuple[bytes, bytes]], *, long_lengths: bool = False) -
     return bytes(out)
 
 
-def stream(record_type: int, request_id: int, data: bytes, size: int = 65535) -> bytes:
-    """``data`` as records of ``size`` content bytes, then the empty record."""
+def stream(
+    record_type: int, request_id: int, data: bytes, size: int = 65535, *, aligned: bool = False
+) -> bytes:
+    """``data`` as records of ``size`` content bytes, then the empty record;
+    ``aligned`` pads each record to a multiple of 8 bytes, as Monkey and the
+    spec's recommendation do."""
     out = b"".join(
-        record(record_type, request_id, data[i : i + size]) for i in range(0, len(data), size)
+        record(record_type, request_id, chunk, -len(chunk) % 8 if aligned else 0)
+        for chunk in (data[i : i + size] for i in range(0, len(data), size))
     )
     return out + record(record_type, request_id)
 

@@ -133,3 +133,15 @@ def run_script(
     request = FakeRequest(path, params if params is not None else make_params(), body)
     asyncio.run(engine.run(request, sink))
     return parse(sink.chunks)
+
+
+def engine_with_probe(**options: Any) -> tuple[LuaEngine, Any]:
+    """An engine, and a Lua table scripts reach as package.loaded.probe."""
+    engine = LuaEngine(**options)
+    probe = engine._lua.table()
+    engine._lua.globals().package.loaded[b"probe"] = probe
+    return engine, probe
+
+
+def items(probe: Any) -> list[Any]:
+    return [probe[i] for i in range(1, len(probe) + 1)]

@@ -12,30 +12,30 @@ from typing import Any
 
 import uvloop
 
-
-def record(rtype: int, content: bytes = b"", request_id: int = 1) -> bytes:
-    return struct.pack(">BBHHBx", 1, rtype, request_id, len(content), 0) + content
-
-
-def pair(name: bytes, value: bytes) -> bytes:
-    return bytes([len(name), len(value)]) + name + value
+from fcgi_lua.config import load
+from fcgi_lua.lua import LuaEngine
+from fcgi_lua.protocol import FastCGIProtocol
+from fcgi_lua.server import Server
+from tests.helpers.fastcgi import BEGIN, PARAMS, STDIN, pairs, record, stream
 
 
 def request_start(script: Path, length: int, ctype: bytes = b"") -> bytes:
-    params = b"".join(
-        pair(k, v)
-        for k, v in (
+    """FCGI_BEGIN_REQUEST (keep_conn) and the params of a POST of ``length``
+    bytes, as nginx sends them; the body follows with stdin()."""
+    params = pairs(
+        (
             (b"SCRIPT_FILENAME", os.fsencode(script)),
             (b"REQUEST_METHOD", b"POST"),
             (b"CONTENT_LENGTH", str(length).encode()),
             (b"CONTENT_TYPE", ctype),
         )
     )
-    return record(1, struct.pack(">HB5x", 1, 1)) + record(4, params) + record(4)
+    return record(BEGIN, 1, struct.pack(">HB5x", 1, 1)) + stream(PARAMS, 1, params)
 
 
 def stdin(data: bytes) -> bytes:
-    return b"".join(record(5, data[i : i + 60000]) for i in range(0, len(data), 60000))
+    """FCGI_STDIN records of ``data``, without the empty one that ends it."""
+    return b"".join(record(STDIN, 1, data[i : i + 60000]) for i in range(0, len(data), 60000))
 
 
 class FakeTransport:
@@ -94,3 +94,24 @@ def stop_in_thread(server: Any, loop: asyncio.AbstractEventLoop) -> None:
     """Stop what serve_in_thread started."""
     asyncio.run_coroutine_threadsafe(server.stop(timeout=2), loop).result(10)
     loop.call_soon_threadsafe(loop.stop)
+
+
+def setup(tmp_path: Path, source: str) -> tuple[FastCGIProtocol, Path, Path]:
+    """A server on a FakeTransport, its script (``source``) under
+    tmp_path/www, and its body temp dir: (protocol, script, temp)."""
+    root = tmp_path / "www"
+    temp = tmp_path / "tmp"
+    root.mkdir()
+    temp.mkdir()
+    script = root / "t.lua"
+    script.write_text(source)
+    config = load(None, {"root": str(root), "client_body_temp_path": str(temp)})
+    protocol = FastCGIProtocol(Server(config, LuaEngine()))
+    protocol.connection_made(FakeTransport())  # type: ignore[arg-type]
+    return protocol, script, temp
+
+
+async def settle() -> None:
+    """Let the loop run what the last data_received started."""
+    for _ in range(5):
+        await asyncio.sleep(0)

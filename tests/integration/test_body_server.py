@@ -9,31 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from fcgi_lua.config import load
 from fcgi_lua.fastcgi import Connection
-from fcgi_lua.lua import LuaEngine
-from fcgi_lua.protocol import FastCGIProtocol
-from fcgi_lua.server import Server
-from tests.helpers.fastcgi import ExplodingLimits
-from tests.helpers.server import FakeTransport, record, request_start, stdin
-
-
-def setup(tmp_path: Path, source: str) -> tuple[FastCGIProtocol, Path, Path]:
-    root = tmp_path / "www"
-    temp = tmp_path / "tmp"
-    root.mkdir()
-    temp.mkdir()
-    script = root / "t.lua"
-    script.write_text(source)
-    config = load(None, {"root": str(root), "client_body_temp_path": str(temp)})
-    protocol = FastCGIProtocol(Server(config, LuaEngine()))
-    protocol.connection_made(FakeTransport())  # type: ignore[arg-type]
-    return protocol, script, temp
-
-
-async def settle() -> None:
-    for _ in range(5):
-        await asyncio.sleep(0)
+from tests.helpers.fastcgi import ABORT, STDIN, ExplodingLimits, record
+from tests.helpers.server import FakeTransport, request_start, settle, setup, stdin
 
 
 def test_abort_mid_upload_removes_the_spool(tmp_path: Path) -> None:
@@ -75,7 +53,7 @@ def test_script_ending_without_reading_removes_the_spool(tmp_path: Path) -> None
         assert len(os.listdir(temp)) == 1
         await asyncio.sleep(0.05)
         assert os.listdir(temp) == []
-        protocol.data_received(stdin(b"x" * 100000) + record(5))  # the rest: dropped
+        protocol.data_received(stdin(b"x" * 100000) + record(STDIN, 1))  # the rest: dropped
         await settle()
         assert os.listdir(temp) == []
         assert b"not reading" in b"".join(protocol.transport.out)  # type: ignore[union-attr]
@@ -97,7 +75,7 @@ def test_abort_request_record_removes_uploads(tmp_path: Path) -> None:
         protocol.data_received(start + stdin(body))
         await asyncio.sleep(0.05)
         assert len(os.listdir(temp)) == 2  # the spooled body and the upload
-        protocol.data_received(record(2))  # FCGI_ABORT_REQUEST
+        protocol.data_received(record(ABORT, 1))
         await settle()
 
     asyncio.run(scenario())

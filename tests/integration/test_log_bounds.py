@@ -9,7 +9,7 @@ import signal
 import socket
 from pathlib import Path
 
-from tests.integration.test_workers import running_stack, wait_for
+from tests.helpers.workers import running_stack, wait_for
 
 SCRIPTS = {
     "pid.lua": "ngx.say(ngx.worker.pid())",

@@ -21,8 +21,8 @@ import pytest
 
 import fcgi_lua.listeners as listeners_module
 from fcgi_lua.listeners import bind_unix
+from tests.helpers.workers import SCRIPTS, running_stack, wait_for
 from tests.integration.fcgi_client import begin, params, read_until_ended
-from tests.integration.test_workers import SCRIPTS, running_stack, wait_for
 
 
 def unix_get(path: str, script: str, timeout: float = 10) -> bytes:

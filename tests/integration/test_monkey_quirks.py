@@ -21,6 +21,7 @@ from fcgi_lua.lua import LuaEngine
 from fcgi_lua.protocol import FastCGIProtocol
 from fcgi_lua.quirks import from_monkey, monkey_params, send_with_fin, without_content_length
 from fcgi_lua.server import Server
+from tests.helpers.fastcgi import BEGIN, PARAMS, STDIN, pairs, record, stream
 from tests.helpers.server import FakeTransport
 
 # -- the pure parts ---------------------------------------------------------
@@ -96,22 +97,19 @@ def test_monkey_params_leave_what_is_already_right() -> None:
 # -- through the server, with Monkey's bytes ----------------------------------
 
 
-def record(rtype: int, content: bytes = b"", *, padded: bool = True) -> bytes:
-    padding = -len(content) % 8 if padded else 0
-    header = struct.pack(">BBHHBx", 1, rtype, 1, len(content), padding)
-    return header + content + b"\0" * padding
+def padded(rtype: int, content: bytes = b"") -> bytes:
+    """One record padded to 8 bytes, as Monkey sends every record."""
+    return record(rtype, 1, content, -len(content) % 8)
 
 
 def monkey_request(params: list[tuple[bytes, bytes]], body: bytes = b"") -> bytes:
     """BEGIN_REQUEST with flags=0, one padded PARAMS record per param, and
     STDIN only when there is a body (then padded records and the empty one)."""
-    out = [record(1, struct.pack(">HB5x", 1, 0))]
-    for name, value in params:
-        out.append(record(4, bytes([len(name), len(value)]) + name + value))
-    out.append(record(4))
+    out = [padded(BEGIN, struct.pack(">HB5x", 1, 0))]
+    out.extend(padded(PARAMS, pairs([param])) for param in params)
+    out.append(padded(PARAMS))
     if body:
-        out.extend(record(5, body[i : i + 65535]) for i in range(0, len(body), 65535))
-        out.append(record(5))
+        out.append(stream(STDIN, 1, body, aligned=True))
     return b"".join(out)
 
 
@@ -274,10 +272,10 @@ def monkey_param_record(name: bytes, value: bytes) -> bytes:
 def test_monkeys_miscounted_127_byte_param_gets_a_400(tmp_path: Path) -> None:
     # Without an answer Monkey leaves its client waiting ~25 s for nothing.
     script = tmp_path / "t.lua"
-    stream = record(1, struct.pack(">HB5x", 1, 0))
+    data = padded(BEGIN, struct.pack(">HB5x", 1, 0))
     for name, value in params_for(script, b"Monkey/1.6.9"):
-        stream += monkey_param_record(name, value)
-    stream += monkey_param_record(b"HTTP_USER_AGENT", b"u" * 127) + record(4)
+        data += monkey_param_record(name, value)
+    data += monkey_param_record(b"HTTP_USER_AGENT", b"u" * 127) + padded(PARAMS)
     config = load(None, {"root": str(tmp_path)})
     protocol = FastCGIProtocol(Server(config, LuaEngine()))
     transport = FakeTransport()
@@ -285,7 +283,7 @@ def test_monkeys_miscounted_127_byte_param_gets_a_400(tmp_path: Path) -> None:
     script.write_text("ngx.say('never runs')")
 
     async def scenario() -> None:
-        protocol.data_received(stream)
+        protocol.data_received(data)
         await asyncio.sleep(0.01)
 
     asyncio.run(scenario())

@@ -14,20 +14,20 @@ from fcgi_lua.config import load
 from fcgi_lua.lua import LuaEngine
 from fcgi_lua.protocol import FastCGIProtocol
 from fcgi_lua.server import Server
-from tests.helpers.server import FakeTransport, pair, record, stdin
+from tests.helpers.fastcgi import BEGIN, PARAMS, STDIN, pairs, record, stream
+from tests.helpers.server import FakeTransport, stdin
 
 
 def request(script: Path, method: bytes = b"GET", body: bytes = b"") -> bytes:
-    params = b"".join(
-        pair(k, v)
-        for k, v in (
+    params = pairs(
+        (
             (b"SCRIPT_FILENAME", os.fsencode(script)),
             (b"REQUEST_METHOD", method),
             (b"CONTENT_LENGTH", str(len(body)).encode() if body else b""),
         )
     )
-    begin = record(1, struct.pack(">HB5x", 1, 1))  # keep_conn
-    return begin + record(4, params) + record(4) + stdin(body) + record(5)
+    begin = record(BEGIN, 1, struct.pack(">HB5x", 1, 1))  # keep_conn
+    return begin + stream(PARAMS, 1, params) + stdin(body) + record(STDIN, 1)
 
 
 def setup(tmp_path: Path, source: str) -> tuple[FastCGIProtocol, Server, FakeTransport, Path]:

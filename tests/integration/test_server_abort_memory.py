@@ -9,8 +9,7 @@ import gc
 import weakref
 from pathlib import Path
 
-from tests.helpers.server import request_start
-from tests.integration.test_body_server import settle, setup
+from tests.helpers.server import request_start, settle, setup
 
 
 def test_an_aborted_request_is_freed_without_the_cyclic_gc(tmp_path: Path) -> None:

@@ -23,8 +23,8 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.helpers.workers import Stack, running_stack, wait_for
 from tests.integration.fcgi_client import begin, params, read_until_ended
-from tests.integration.test_workers import Stack, running_stack, wait_for
 
 SCRIPTS = {
     "pid.lua": "ngx.say(ngx.worker.pid())",

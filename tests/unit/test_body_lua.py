@@ -10,9 +10,8 @@ from pathlib import Path
 
 from fcgi_lua.http import error_page
 from fcgi_lua.lua import LuaEngine
+from tests.helpers.forms import CTYPE, form, part
 from tests.helpers.lua import FakeRequest, MemorySink, Response, make_params, parse, write_script
-
-from .test_body_forms import CTYPE, form, part
 
 ENGINE = LuaEngine()
 

@@ -5,15 +5,16 @@ Debian's libnginx-mod-http-lua, content_by_lua_file)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
 import pytest
 
 from fcgi_lua.http import error_page
-from fcgi_lua.lua import RUNTIMES
+from fcgi_lua.lua import RUNTIMES, LuaEngine
 from fcgi_lua.lua.failures import INTERNAL_CHUNKS, clean_traceback, request_context
-from tests.helpers.lua import make_params, run_script
+from tests.helpers.lua import FakeRequest, MemorySink, make_params, run_script
 
 NGINX_PARAMS = make_params(
     query=b"a=1",
@@ -184,3 +185,23 @@ def test_timer_log_lines_say_so(tmp_path: Path, caplog: pytest.LogCaptureFixture
         "[lua] t.lua:2: from request" + CONTEXT,
         "[lua] t.lua:1: from timer, context: ngx.timer",
     ]
+
+
+def test_a_slow_requests_traceback_shows_the_scripts_frames_only(tmp_path: Path) -> None:
+    # What the slow-request WARNING and the status page show of a request
+    # that waits: where the script is, not ngx.sleep's own Lua.
+    script = tmp_path / "sleepy.lua"
+    script.write_text("local function nap() ngx.sleep(0.2) end\nnap()\nngx.say('rested')\n")
+
+    async def main() -> str | None:
+        engine = LuaEngine()
+        request = FakeRequest(str(script), make_params())
+        task = asyncio.ensure_future(engine.run(request, MemorySink()))
+        await asyncio.sleep(0.05)
+        where = engine.traceback(request)
+        await task
+        return where
+
+    assert asyncio.run(main()) == (
+        f"stack traceback:\n\t{script}:1: in function 'nap'\n\t{script}:2: in main chunk"
+    )

@@ -12,12 +12,13 @@ from pathlib import Path
 from tests.helpers.lua import (
     FakeRequest,
     MemorySink,
+    engine_with_probe,
+    items,
     make_params,
     parse,
     run_script,
     write_script,
 )
-from tests.unit.test_timers import engine_with_probe, items
 
 
 def test_wait_post_count(tmp_path: Path) -> None:

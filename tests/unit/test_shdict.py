@@ -15,10 +15,14 @@ import pytest
 from fcgi_lua import shdict
 from fcgi_lua.config import ConfigError, load
 from fcgi_lua.lua import LuaEngine
-from fcgi_lua.shdict import OP_ADD, OP_REPLACE, OP_SAFE_STORE, SharedDicts, entry_cost, prepare
+from fcgi_lua.shdict import OP_ADD, OP_REPLACE, OP_SAFE_STORE, SharedDicts, prepare
 from tests.helpers.lua import run_script
 
-ZONES = {"cache": 1 << 20, "small": 8192}
+# "small" is 4 slab pages, 2 of them free after the zone's init (nginx's
+# "total pages: 4" for 20k in t/126-shdict-frag.t)
+ZONES = {"cache": 1 << 20, "small": 20 << 10}
+# a fresh 1m zone: 254 pages, 2 taken by the zone's init
+CACHE_FREE = 252 * 4096
 
 
 class Clock:
@@ -136,24 +140,32 @@ def test_lists(store: SharedDicts) -> None:
     assert store.llen(CACHE, b"s") == (None, b"value not a list")
     # a set over a list frees its items
     free = store.free_space(CACHE)
-    store.push(CACHE, b"l2", b"x" * 100, False)
-    store.push(CACHE, b"l2", b"y" * 100, False)
-    assert store.free_space(CACHE) < free
+    store.push(CACHE, b"l2", b"x" * 3000, False)  # a page each
+    store.push(CACHE, b"l2", b"y" * 3000, False)
+    assert store.free_space(CACHE) == free - 2 * 4096
     store.store(CACHE, 0, b"l2", None, 0, 0)
     assert store.free_space(CACHE) == free
 
 
 def test_capacity_and_free_space(store: SharedDicts) -> None:
     assert store.capacity(CACHE) == 1 << 20
-    assert store.free_space(CACHE) == 1 << 20
-    store.store(CACHE, 0, b"key", b"v" * 10, 0, 0)
-    assert store.free_space(CACHE) == (1 << 20) - entry_cost(3, 10)
-    store.store(CACHE, 0, b"key", None, 0, 0)
-    assert store.free_space(CACHE) == 1 << 20
+    # nginx's free_space: whole free pages of the zone's slab pool
+    assert store.free_space(CACHE) == CACHE_FREE
+    # 68 + 3 + 100 = 171 bytes: a new page of 256-byte chunks (the zone's
+    # init took a page of 128s and one of 32s)
+    store.store(CACHE, 0, b"key", b"v" * 100, 0, 0)
+    assert store.free_space(CACHE) == CACHE_FREE - 4096
+    store.store(CACHE, 0, b"key2", b"v" * 100, 0, 0)  # the same page
+    assert store.free_space(CACHE) == CACHE_FREE - 4096
+    store.store(CACHE, 0, b"big", b"v" * 5000, 0, 0)  # two whole pages
+    assert store.free_space(CACHE) == CACHE_FREE - 3 * 4096
+    for key in (b"key", b"key2", b"big"):
+        store.store(CACHE, 0, key, None, 0, 0)
+    assert store.free_space(CACHE) == CACHE_FREE
 
 
 def test_lru_eviction_when_full(store: SharedDicts) -> None:
-    value = b"x" * 100  # 68 + 4 + 100 -> 256 bytes each: 32 fit in 8k
+    value = b"x" * 100  # 68 + 3 + 100 -> 256 bytes each: 32 fit in 2 pages
     for i in range(32):
         assert store.store(SMALL, 0, b"k%02d" % i, value, 0, 0) == (True, None, False)
     assert store.free_space(SMALL) == 0
@@ -235,7 +247,7 @@ def test_prepare_empties_an_old_store(tmp_path: Path) -> None:
     prepare(path, ZONES)
     reopened = SharedDicts(path, ZONES)
     assert reopened.get(CACHE, b"k") is None
-    assert reopened.free_space(CACHE) == ZONES["cache"]
+    assert reopened.free_space(CACHE) == CACHE_FREE
     reopened.close()
     shdict.remove(path)
     assert not Path(path).exists()
@@ -342,24 +354,41 @@ OPS = ("set", "add", "safe_set", "replace", "get", "get_stale", "incr", "lpush",
 OPS += ("lpop", "llen", "ttl", "expire", "delete")
 
 
-def test_keys_past_the_store_limit_are_refused_not_a_crash(
-    tmp_path: Path, engine: LuaEngine, store: SharedDicts
-) -> None:
-    # LMDB holds keys of at most max_key_size() bytes (511), where nginx's
-    # zones take 65535: a longer key was an uncaught MDB_BAD_VALSIZE (a 500).
-    limit = store.max_key_len
-    assert 400 < limit < 511
-    script = f"""
+def test_keys_up_to_nginx_limit_work(tmp_path: Path, engine: LuaEngine, store: SharedDicts) -> None:
+    # nginx's zones take keys of up to 65535 bytes (t/043-shdict.t TEST 15,
+    # t/144-shdict-incr-init.t TEST 5); LMDB's keys are at most 511 bytes,
+    # so longer keys were refused with "key too long" (and before that an
+    # uncaught MDB_BAD_VALSIZE).  Past 65535 it is "key too long", as in
+    # lua-resty-core.
+    assert store.max_key_len == 65535
+    script = """
     local dogs = ngx.shared.cache
-    local long = string.rep("k", {limit})
-    ngx.say(dogs:set(long, "v"), " ", dogs:get(long))
-    ngx.say(dogs:lpush(string.rep("l", {limit}), 1))
-    local too_long = long .. "k"
-    local one = {{get = true, get_stale = true, lpop = true, llen = true, ttl = true,
-                 delete = true}}
-    for _, op in ipairs({{"set", "add", "safe_set", "replace", "get", "get_stale",
+    for _, n in ipairs({400, 401, 511, 1000, 65535}) do
+        local a = string.rep("a", n - 1) .. "1"
+        local b = string.rep("a", n - 1) .. "2"  -- same first bytes
+        dogs:set(a, "A" .. n)
+        dogs:set(b, "B" .. n)
+        local num = string.rep("a", n - 1) .. "3"
+        local list = string.rep("a", n - 1) .. "4"
+        ngx.say(n, " ", dogs:get(a), " ", dogs:get(b), " ", dogs:incr(num, 2, 40),
+                " ", dogs:lpush(list, "x"), " ", dogs:rpop(list),
+                " ", tostring(dogs:expire(a, 10)), " ", dogs:ttl(a))
+        dogs:delete(b)
+        ngx.say(tostring(dogs:get(b)), " ", #dogs:get_keys(0))
+        local found = false
+        for _, key in ipairs(dogs:get_keys(0)) do
+            if key == a then found = true end
+        end
+        ngx.say(tostring(found))
+        dogs:flush_all()
+        dogs:flush_expired()
+    end
+    local too_long = string.rep("k", 65536)
+    local one = {get = true, get_stale = true, lpop = true, llen = true, ttl = true,
+                 delete = true}
+    for _, op in ipairs({"set", "add", "safe_set", "replace", "get", "get_stale",
                          "incr", "lpush", "rpush", "lpop", "llen", "ttl", "expire",
-                         "delete"}}) do
+                         "delete"}) do
         local ok, err
         if one[op] then
             ok, err = dogs[op](dogs, too_long)
@@ -368,12 +397,30 @@ def test_keys_past_the_store_limit_are_refused_not_a_crash(
         end
         ngx.say(op, " ", tostring(ok), " ", err)
     end
-    ngx.say(#dogs:get_keys(0))
     """
     lines = run_script(tmp_path, script, engine=engine).body.decode().splitlines()
-    assert lines[:2] == ["true v", "1"]
-    assert lines[2:-1] == [f"{op} nil key too long" for op in OPS]
-    assert lines[-1] == "2"
+    for i, n in enumerate((400, 401, 511, 1000, 65535)):
+        assert lines[3 * i : 3 * i + 3] == [f"{n} A{n} B{n} 42 1 x true 10", "nil 2", "true"]
+    assert lines[15:] == [f"{op} nil key too long" for op in OPS]
+
+
+def test_long_keys_with_the_same_hash_are_told_apart(
+    store: SharedDicts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a long key is stored under a hash; the full key is compared on every
+    # lookup.  Force every long key onto one LMDB key to see that.
+    monkeypatch.setattr(shdict, "db_key", lambda key: key if len(key) <= 400 else b"h" * 401)
+    a, b = b"a" * 500, b"b" * 500
+    free = store.free_space(CACHE)
+    assert store.store(CACHE, 0, a, b"x" * 5000, 0, 0) == (True, None, False)
+    assert store.get(CACHE, b) is None
+    assert store.ttl(CACHE, b) == (None, b"not found")
+    assert store.store(CACHE, 0, b, b"y", 0, 0) == (True, None, False)  # replaces a
+    assert store.get(CACHE, a) is None
+    assert store.get(CACHE, b) == b"y"
+    assert store.get_keys(CACHE, 0) == [b]
+    store.store(CACHE, 0, b, None, 0, 0)
+    assert store.free_space(CACHE) == free  # a's two pages came back too
 
 
 def test_a_table_that_is_not_a_zone_is_refused(tmp_path: Path, engine: LuaEngine) -> None:
@@ -394,4 +441,69 @@ def test_a_table_that_is_not_a_zone_is_refused(tmp_path: Path, engine: LuaEngine
         'incr false bad "zone" argument',
         'lpush false bad "zone" argument',
         'get_keys false bad "zone" argument',
+    ]
+
+
+C_API = """
+local ffi = require "ffi"
+ffi.cdef[[
+typedef struct { size_t len; char *data; } ngx_str_t;
+typedef struct {
+    uint8_t type;
+    union { int b; double n; ngx_str_t s; } value;
+} ngx_http_lua_value_t;
+void *ngx_http_lua_find_zone(char *data, size_t len);
+intptr_t ngx_http_lua_shared_dict_get(void *zone, char *kdata, size_t klen,
+                                      ngx_http_lua_value_t *val);
+]]
+local C = ffi.C
+local function zone(name)
+    return C.ngx_http_lua_find_zone(ffi.cast("char *", name), #name)
+end
+local function get(z, key, val)
+    return tonumber(C.ngx_http_lua_shared_dict_get(z, ffi.cast("char *", key), #key, val))
+end
+local dogs = ngx.shared.cache
+dogs:set("n", 3.5)
+dogs:set("s", "hello world")
+dogs:set("t", true)
+dogs:set("f", false)
+dogs:lpush("l", 1)
+local cache, small = zone("cache"), zone("small")
+ngx.say(cache ~= nil, " ", small ~= nil, " ", cache ~= small, " ", zone("nope") == nil)
+local val = ffi.new("ngx_http_lua_value_t[1]")
+ngx.say(get(cache, "n", val), " ", val[0].type, " ", val[0].value.n)
+ngx.say(get(cache, "t", val), " ", val[0].type, " ", val[0].value.b)
+ngx.say(get(cache, "f", val), " ", val[0].type, " ", val[0].value.b)
+local buf = ffi.new("char[5]")
+val[0].value.s.len = 5
+val[0].value.s.data = buf
+ngx.say(get(cache, "s", val), " ", val[0].type, " ",
+        ffi.string(val[0].value.s.data, val[0].value.s.len))
+val[0].value.s.len = 0
+ngx.say(get(cache, "s", val))  -- no buffer: NGX_ERROR
+ngx.say(get(cache, "missing", val), " ", get(small, "n", val))
+ngx.say(get(cache, "old", val), " ", get(cache, "l", val), " ", get(nil, "n", val))
+"""
+
+
+def test_c_api_find_zone_and_get(tmp_path: Path, store: SharedDicts, clock: Clock) -> None:
+    # lua-nginx-module's C API for shared dicts (t/099-c-api.t), which
+    # FFI code calls through ffi.C: a zone pointer per zone, values copied
+    # out, nginx's return codes (NGX_DECLINED -5, NGX_DONE -4 for expired,
+    # NGX_ERROR -1).
+    store.store(CACHE, 0, b"first", 1, 0, 0)  # the LRU end: "old" is not removed
+    store.store(CACHE, 0, b"old", 1, 1, 0)
+    clock.now += 2
+    engine = LuaEngine(shared_dicts=store, runtime="luajit21")
+    lines = run_script(tmp_path, C_API, engine=engine).body.decode().splitlines()
+    assert lines == [
+        "true true true true",
+        "0 3 3.5",
+        "0 1 1",
+        "0 1 0",
+        "0 4 hello",
+        "-1",
+        "-5 -5",
+        "-4 -1 -1",
     ]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -17,22 +16,12 @@ from tests.helpers.lua import (
     FakeRequest,
     MemorySink,
     Response,
+    engine_with_probe,
+    items,
     make_params,
     parse,
     write_script,
 )
-
-
-def engine_with_probe(**options: Any) -> tuple[LuaEngine, Any]:
-    """An engine, and a Lua table scripts reach as package.loaded.probe."""
-    engine = LuaEngine(**options)
-    probe = engine._lua.table()
-    engine._lua.globals().package.loaded[b"probe"] = probe
-    return engine, probe
-
-
-def items(probe: Any) -> list[Any]:
-    return [probe[i] for i in range(1, len(probe) + 1)]
 
 
 async def serve(engine: LuaEngine, tmp_path: Path, source: str) -> Response:

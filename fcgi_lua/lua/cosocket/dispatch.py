@@ -14,6 +14,7 @@ handle up and checks the kind; a stale one answers "closed").
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 import ssl
 from typing import Any
@@ -114,6 +115,7 @@ class Cosockets:
         pool_size: Any,
         backlog: Any,
         timeout_ms: Any,
+        local: Any = None,
     ) -> tuple[Any, Any]:
         """(conn, reused) when ready now, (nil, err) on failure, (conn, false)
         when socket.lua must yield conn (resumed with reused, or nil)."""
@@ -134,7 +136,15 @@ class Cosockets:
         conn.owner = owner
         owner.conns.add(conn)
         text = host.decode("utf-8", "replace")
-        conn.connect_args = (owner, pool, text, None if port is None else int(port), timeout_ms)
+        bind = local.decode() if isinstance(local, bytes) else None
+        conn.connect_args = (
+            owner,
+            pool,
+            text,
+            None if port is None else int(port),
+            timeout_ms,
+            bind,
+        )
         return conn.handle, False
 
     def _take_idle(self, pool: Pool, owner: Owner) -> TcpConnection | None:
@@ -164,8 +174,10 @@ class Cosockets:
         host: str,
         port: int | None,
         timeout_ms: Any,
+        bind: str | None = None,
     ) -> Any:
-        """Connect ``conn`` (after a backlog wait, if its pool is full)."""
+        """Connect ``conn`` (after a backlog wait, if its pool is full), from
+        the local address ``bind`` if given (tcpsock:bind)."""
         timeout = timeout_seconds(timeout_ms)
         loop = self.loop()
         deadline = loop.time() + timeout
@@ -208,7 +220,12 @@ class Cosockets:
                     return None
                 _, address = resolved
                 await asyncio.wait_for(
-                    loop.create_connection(lambda: conn, address[0], address[1]),
+                    loop.create_connection(
+                        lambda: conn,
+                        address[0],
+                        address[1],
+                        local_addr=None if bind is None else (bind, 0),
+                    ),
                     max(deadline - loop.time(), 0),
                 )
         except (OSError, TimeoutError) as exc:
@@ -395,6 +412,23 @@ class Cosockets:
         udp.timer = loop.call_later(timeout_seconds(timeout_ms), udp._timed_out)
         return PENDING
 
+    def sockopt(self, handle: int, index: int, value: Any) -> Any:
+        """tcpsock:getoption (value nil) / setoption: the option's value,
+        or True once set; (nil, err) on a closed socket or a failure."""
+        conn = OBJECTS.get(handle)
+        transport = conn.transport if isinstance(conn, TcpConnection) else None
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is None:
+            return None, b"closed"
+        level, name = SOCKET_OPTIONS[int(index)]
+        try:
+            if value is None:
+                return sock.getsockopt(level, name)
+            sock.setsockopt(level, name, int(value))
+        except (OSError, ValueError, TypeError) as exc:
+            return None, str(exc).encode()
+        return True
+
     def udp_close(self, handle: int) -> Any:
         udp = OBJECTS.get(handle)
         if not isinstance(udp, UdpSocket) or udp.closed or udp.transport is None:
@@ -423,7 +457,28 @@ class Cosockets:
             b"udp_send": self.udp_send,
             b"udp_receive": self.udp_receive,
             b"udp_close": self.udp_close,
+            b"sockopt": self.sockopt,
+            b"valid_ip": valid_ip,
         }
+
+
+# lua-resty-core's option numbers (socket.lua's OPTIONS): the socket option
+SOCKET_OPTIONS = {
+    1: (socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+    2: (socket.SOL_SOCKET, socket.SO_REUSEADDR),
+    3: (socket.IPPROTO_TCP, socket.TCP_NODELAY),
+    4: (socket.SOL_SOCKET, socket.SO_SNDBUF),
+    5: (socket.SOL_SOCKET, socket.SO_RCVBUF),
+}
+
+
+def valid_ip(text: bytes) -> bool:
+    """tcpsock:bind's address: an IPv4 or IPv6 literal (ngx_parse_addr)."""
+    try:
+        ipaddress.ip_address(text.decode("ascii"))
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return True
 
 
 def install(lua: Any, extensions: Any) -> Cosockets:

@@ -23,6 +23,7 @@ LINE = 1  # "*l"
 SIZE = 2  # a byte count
 ALL = 3  # "*a"
 UNTIL = 4  # a receiveuntil iterator
+ANY = 5  # receiveany: what has arrived, at most ``size`` bytes
 # A streamed request body is taken in pieces of this size (a STDIN record).
 READ_CHUNK = 64 * 1024
 
@@ -57,6 +58,10 @@ def take(buf: bytearray, mode: int, size: int, until: UntilState | None) -> Any:
     elif mode == UNTIL:
         assert until is not None
         return _take_until(buf, until, size)
+    elif mode == ANY and buf:
+        data = bytes(buf[:size])
+        del buf[:size]
+        return data
     return PENDING
 
 
