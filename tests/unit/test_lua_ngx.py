@@ -455,20 +455,6 @@ ngx.say(ngx.var.uri)
     )
 
 
-def test_run_worker_thread_has_no_thread_pools(tmp_path: Path) -> None:
-    # OpenResty's answers for a pool nginx does not have (166-worker-thread.t)
-    src = """
-ngx.say(ngx.run_worker_thread("testpool", "hello", "hello"))
-ngx.say(ngx.run_worker_thread("testpool", "hello"))
-ngx.say(ngx.run_worker_thread({}, "hello", "x"))
-"""
-    assert body(tmp_path, src) == (
-        b"falsethread pool testpool not found\n"
-        b"falseexpecting at least 3 arguments\n"
-        b"falsethreadpool should be a string\n"
-    )
-
-
 def test_get_headers(tmp_path: Path) -> None:
     src = (
         DUMP
