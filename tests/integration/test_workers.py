@@ -56,9 +56,7 @@ def test_worker_pids_are_the_live_workers(stack: Stack) -> None:
     os.kill(victim, signal.SIGKILL)
     wait_for(lambda: len(stack.workers() - before) == 1, 10, "a replacement worker")
     response = stack.get("pids.lua")
-    assert [int(p) for p in response.rpartition(b"\r\n\r\n")[2].split()] == sorted(
-        stack.workers()
-    )
+    assert [int(p) for p in response.rpartition(b"\r\n\r\n")[2].split()] == sorted(stack.workers())
 
 
 def test_a_hung_worker_is_killed_and_the_other_keeps_serving(stack: Stack) -> None:
