@@ -1443,9 +1443,13 @@ end
 
 local function get_var(r, name)
     if name == "request_body" then
-        -- nginx's $request_body: the body once read into memory
+        -- nginx's $request_body: the body once read into memory ("" for
+        -- an empty one init_body started: nginx has its buffer then)
         local body = r.body
-        return r.body_state == "memory" and body ~= "" and body or nil
+        if r.body_state ~= "memory" or (body == "" and not r.new_body) then
+            return nil
+        end
+        return body
     end
     if name == "http_cookie" then
         local cookies = cookie_header(r)

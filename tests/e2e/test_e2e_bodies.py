@@ -80,6 +80,16 @@ def test_post_args_of_a_spooled_body(e2e: Stack, logs: Logs) -> None:
     assert ours.text == oracle.text == "nil, request body in temp file not supported\n"
 
 
+def test_body_set_and_built_by_the_script_as_openresty(e2e: Stack, logs: Logs) -> None:
+    for body in (b"z=1", b"z=" + b"y" * 40000):  # in memory, spooled
+        ours = post(e2e.urls["unix"], "/body_build.lua", body)
+        oracle = post(e2e.urls["oracle"], "/body_build.lua", body)
+        assert ours.status == oracle.status == 200
+        assert ours.text == oracle.text
+        assert "in a file: data=nil file=d=567&e length=7" in ours.text
+    assert temp_files(e2e.body_temp_main) == []
+
+
 def test_discard_body(e2e: Stack, logs: Logs) -> None:
     ours = post(e2e.urls["unix"], "/body_discard.lua", b"x" * 50000)
     oracle = post(e2e.urls["oracle"], "/body_discard.lua", b"x" * 50000)

@@ -381,3 +381,18 @@ ngx.say(ngx.var.http_content_length, " ", ngx.req.get_body_data())
 """
     res, _ = post(tmp_path, src, b"hello, my dear friend!")
     assert res.body == b"22 hello, my dear friend!\n"
+
+
+def test_request_body_of_an_empty_built_body_is_empty_string(tmp_path: Path) -> None:
+    # nginx has init_body's buffer then ($request_body ""); set_body_data("")
+    # leaves none (nil), as OpenResty (tests/e2e/scripts/body_build.lua)
+    src = """
+ngx.req.read_body()
+ngx.req.init_body(0)
+ngx.req.finish_body()
+ngx.say(type(ngx.var.request_body), " ", tostring(ngx.req.get_body_data()))
+ngx.req.set_body_data("")
+ngx.say(type(ngx.var.request_body))
+"""
+    res, _ = post(tmp_path, src, b"abc")
+    assert res.body == b"string nil\nnil\n"

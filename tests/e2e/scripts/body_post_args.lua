@@ -1,5 +1,5 @@
--- get_post_args, also when the body was spooled to a file (fcgi-lua reads
--- the file; OpenResty answers nil, "request body in temp file not supported").
+-- get_post_args, also when the body was spooled to a file (as OpenResty:
+-- nil, "request body in temp file not supported")
 ngx.req.read_body()
 local args, err = ngx.req.get_post_args()
 if not args then
