@@ -17,6 +17,10 @@ indices + 1 (0 is NULL): pages 0..n-1, then the 9 slot list heads, then the
 free list head.  Addresses handed out are byte offsets from the pool's first
 page (page index * 4096 + offset in the page).
 
+It owns the pool's arithmetic only; it must never touch LMDB or know
+what an entry is (fcgi_lua/shdict.py decides what to allocate and keeps
+the state).
+
 The state is three arrays of 64-bit words (24 bytes a page, as nginx's
 page descriptors) and the bitmaps of the pages of small chunks, so that a
 zone's pool can be kept in LMDB beside its entries (``dump_chunk``/``load_chunk`` by runs of pages,
