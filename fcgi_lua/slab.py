@@ -17,8 +17,13 @@ indices + 1 (0 is NULL): pages 0..n-1, then the 9 slot list heads, then the
 free list head.  Addresses handed out are byte offsets from the pool's first
 page (page index * 4096 + offset in the page).
 
-The state is a few arrays of 64-bit words so that a zone's pool can be kept
-in LMDB beside its entries (``dump_chunk``/``load_chunk`` by runs of pages,
+It owns the pool's arithmetic only; it must never touch LMDB or know
+what an entry is (fcgi_lua/shdict.py decides what to allocate and keeps
+the state).
+
+The state is three arrays of 64-bit words (24 bytes a page, as nginx's
+page descriptors) and the bitmaps of the pages of small chunks, so that a
+zone's pool can be kept in LMDB beside its entries (``dump_chunk``/``load_chunk`` by runs of pages,
 ``dirty`` says which changed) and shared by every worker.
 """
 
@@ -46,8 +51,8 @@ T_PAGE, T_BIG, T_EXACT, T_SMALL = 0, 1, 2, 3
 POOL_STRUCT = 200
 PAGE_STRUCT = 24
 STAT_STRUCT = 32
-# Words kept per page: slab, next, prev, and up to 8 bitmap words (a page
-# of 8-byte chunks needs 512 bits).
+# A page of chunks under 64 bytes keeps its bitmap in the page: up to 8
+# words (512 chunks of 8 bytes).
 BITMAP_WORDS = 8
 # Pages per stored chunk (dump_chunk / load_chunk).
 CHUNK_PAGES = 128
@@ -70,7 +75,7 @@ class SlabPool:
     """One zone's slab pool.  ``alloc`` returns an address or -1; ``free``
     takes one back.  Every index written is added to ``dirty``."""
 
-    __slots__ = ("bitmap", "dirty", "free_head", "n", "nxt", "pfree", "prv", "slab")
+    __slots__ = ("bitmaps", "dirty", "free_head", "n", "nxt", "pfree", "prv", "slab")
 
     def __init__(self, size: int) -> None:
         n = zone_pages(size)
@@ -80,7 +85,8 @@ class SlabPool:
         self.slab = array("Q", bytes(8 * total))
         self.nxt = array("Q", bytes(8 * total))
         self.prv = array("Q", bytes(8 * total))
-        self.bitmap = array("Q", bytes(8 * BITMAP_WORDS * n))
+        # the in-page bitmaps, of the pages of chunks under 64 bytes only
+        self.bitmaps: dict[int, array[int]] = {}
         self.dirty: set[int] = set(range(total))
         for slot in range(SLOTS):
             self.nxt[n + slot] = n + slot + 1  # an empty list: itself
@@ -122,24 +128,22 @@ class SlabPool:
             return -1 if page < 0 else page << PAGE_SHIFT
         shift = (size - 1).bit_length() if size > (1 << MIN_SHIFT) else MIN_SHIFT
         slot = shift - MIN_SHIFT
-        slab, nxt, prv, bitmap = self.slab, self.nxt, self.prv, self.bitmap
+        slab, nxt, prv = self.slab, self.nxt, self.prv
         head = self.n + slot
         page = nxt[head] - 1
         if nxt[page] - 1 != page:
             if shift < EXACT_SHIFT:
                 words = (PAGE >> shift) // 64
-                base = page * BITMAP_WORDS
+                bitmap = self.bitmaps[page]
                 for w in range(words):
-                    word = bitmap[base + w]
+                    word = bitmap[w]
                     if word != BUSY:
                         bit = (~word & (word + 1)).bit_length() - 1  # lowest clear bit
                         word |= 1 << bit
-                        bitmap[base + w] = word
+                        bitmap[w] = word
                         self.dirty.add(page)
                         address = (page << PAGE_SHIFT) + ((w * 64 + bit) << shift)
-                        if word == BUSY and all(
-                            bitmap[base + r] == BUSY for r in range(w + 1, words)
-                        ):
+                        if word == BUSY and all(bitmap[r] == BUSY for r in range(w + 1, words)):
                             self._unlink(page)
                             nxt[page] = 0
                             prv[page] = T_SMALL
@@ -174,15 +178,13 @@ class SlabPool:
             return -1
         self.dirty.update((page, head))
         if shift < EXACT_SHIFT:
-            base = page * BITMAP_WORDS
+            bitmap = self.bitmaps[page] = array("Q", bytes(8 * BITMAP_WORDS))
             n = (PAGE >> shift) // ((1 << shift) * 8) or 1
             i = 0
             while i < (n + 1) // 64:
-                bitmap[base + i] = BUSY
+                bitmap[i] = BUSY
                 i += 1
-            bitmap[base + i] = (1 << ((n + 1) % 64)) - 1
-            for r in range(i + 1, (PAGE >> shift) // 64):
-                bitmap[base + r] = 0
+            bitmap[i] = (1 << ((n + 1) % 64)) - 1
             slab[page] = shift
             typ = T_SMALL
             address = (page << PAGE_SHIFT) + (n << shift)
@@ -213,9 +215,8 @@ class SlabPool:
             shift = word & SHIFT_MASK
             chunk = offset >> shift
             m = 1 << (chunk % 64)
-            base = page * BITMAP_WORDS
-            w = base + chunk // 64
-            bitmap = self.bitmap
+            w = chunk // 64
+            bitmap = self.bitmaps[page]
             if not bitmap[w] & m:
                 return  # "chunk is already free"
             if nxt[page] == 0:
@@ -224,10 +225,11 @@ class SlabPool:
             self.dirty.add(page)
             n = (PAGE >> shift) // ((1 << shift) * 8) or 1
             i = n // 64
-            if bitmap[base + i] & ~((1 << (n % 64)) - 1):
+            if bitmap[i] & ~((1 << (n % 64)) - 1):
                 return
-            if any(bitmap[base + r] for r in range(i + 1, (PAGE >> shift) // 64)):
+            if any(bitmap[r] for r in range(i + 1, (PAGE >> shift) // 64)):
                 return
+            del self.bitmaps[page]  # the page's memory, reinitialized at its next use
             self._free_pages(page, 1)
         elif typ == T_EXACT:
             m = 1 << (offset >> EXACT_SHIFT)
@@ -355,12 +357,18 @@ class SlabPool:
             table[first:] = words[1 + k * count : 1 + (k + 1) * count]
 
     def dump_chunk(self, chunk: int) -> bytes:
+        """A run of pages: their descriptors, then (page, 8 words) for each
+        bitmap."""
         lo = chunk * CHUNK_PAGES
         hi = min(self.n, lo + CHUNK_PAGES)
         words = array("Q")
         for table in (self.slab, self.nxt, self.prv):
             words.extend(table[lo:hi])
-        words.extend(self.bitmap[lo * BITMAP_WORDS : hi * BITMAP_WORDS])
+        for page in range(lo, hi):
+            bitmap = self.bitmaps.get(page)
+            if bitmap is not None:
+                words.append(page)
+                words.extend(bitmap)
         return words.tobytes()
 
     def load_chunk(self, chunk: int, raw: bytes) -> None:
@@ -371,4 +379,7 @@ class SlabPool:
         words.frombytes(raw)
         for k, table in enumerate((self.slab, self.nxt, self.prv)):
             table[lo:hi] = words[k * count : (k + 1) * count]
-        self.bitmap[lo * BITMAP_WORDS : hi * BITMAP_WORDS] = words[3 * count :]
+        for page in range(lo, hi):
+            self.bitmaps.pop(page, None)
+        for at in range(3 * count, len(words), 1 + BITMAP_WORDS):
+            self.bitmaps[words[at]] = words[at + 1 : at + 1 + BITMAP_WORDS]

@@ -237,3 +237,36 @@ def test_a_reload_keeps_the_zone_and_its_size(tmp_path: Path) -> None:
         assert second.get(DOGS, b"foo") == b"a" * 4000
     finally:
         second.close()
+
+
+def test_slab_pool_survives_dump_and_load() -> None:
+    # what another worker loads from the store is the same pool: both give
+    # the same addresses from then on (the in-page bitmaps of small chunks
+    # included)
+    rng = random.Random(11)
+    pool = SlabPool(100 << 10)
+    live: list[int] = []
+    for _ in range(3000):
+        if live and rng.random() < 0.4:
+            pool.free(live.pop(rng.randrange(len(live))))
+        else:
+            address = pool.alloc(rng.choice((8, 16, 30, 64, 100, 700, 3000, 5000)))
+            if address >= 0:
+                live.append(address)
+    copy = SlabPool(100 << 10)
+    for chunk in range(pool.chunks()):
+        copy.load_chunk(chunk, pool.dump_chunk(chunk))
+    copy.load_heads(pool.dump_heads())
+    assert copy.pfree == pool.pfree
+    for _ in range(2000):
+        if live and rng.random() < 0.4:
+            address = live.pop(rng.randrange(len(live)))
+            pool.free(address)
+            copy.free(address)
+        else:
+            size = rng.choice((8, 16, 30, 64, 100, 700, 3000, 5000))
+            address = pool.alloc(size)
+            assert copy.alloc(size) == address
+            if address >= 0:
+                live.append(address)
+    assert copy.pfree == pool.pfree
