@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -193,20 +192,6 @@ class Expiries:
         if entries and self._armed is None:  # (a callback may have added one)
             when, _ = entries[next(iter(entries))]
             self._armed = self._loop.call_at(when, self._fire)
-
-
-_PER_LOOP: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Deadlines] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def current() -> Deadlines:
-    """The running loop's heap (one per loop: a worker has one loop)."""
-    loop = asyncio.get_running_loop()
-    heap = _PER_LOOP.get(loop)
-    if heap is None:
-        heap = _PER_LOOP[loop] = Deadlines(loop)
-    return heap
 
 
 def _nothing(*args: Any) -> None:

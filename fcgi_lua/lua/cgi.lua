@@ -1054,7 +1054,7 @@ end
 local SCRIPT_EXIT_STATUS = 70 -- sysexits' EX_SOFTWARE
 _M.SCRIPT_EXIT_STATUS = SCRIPT_EXIT_STATUS
 
-local py_log = helpers.log
+local py_log = ext.log
 local real_exit = os.exit
 local current = ext.current
 local current_context = ext.context

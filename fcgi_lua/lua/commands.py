@@ -1,7 +1,8 @@
 """The command table: how Python performs what a request's coroutine yields.
 
-ngx.lua yields ``(IO, cmd, arg)`` when a request must wait (a sleep, an
-output the peer has not read, the body, a cosocket, a semaphore); the
+ngx.lua yields ``(IO, cmd, arg)`` when a request must wait (an output the
+peer has not read, the body, a cosocket; a sleep or a semaphore: the
+engine's own commands); the
 engine's driver looks ``cmd`` up in ``COMMANDS`` and awaits the handler
 with the request, its sink and ``arg``; the coroutine is resumed with what
 the handler returns (plain values and dicts: the driver converts them).
@@ -17,7 +18,6 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from fcgi_lua import deadlines
 from fcgi_lua.body import BodyError, BodyStorageError
 from fcgi_lua.forms import MultipartError
 from fcgi_lua.lua import cosocket
@@ -28,17 +28,6 @@ if TYPE_CHECKING:
     Command = Callable[[LuaRequest, OutputSink, Any], Awaitable[Any]]
 
 log = logging.getLogger("fcgi_lua.lua")
-
-
-_SLEEPS: list[deadlines.Deadlines] = []  # the worker loop's heap, looked up once
-
-
-async def _do_sleep(request: LuaRequest, sink: OutputSink, seconds: Any) -> Any:
-    # deadlines.current() is a getpid() syscall (asyncio.get_running_loop)
-    if not _SLEEPS or not _SLEEPS[0].loop().is_running():
-        _SLEEPS[:] = [deadlines.current()]
-    await _SLEEPS[0].sleep(seconds)
-    return None
 
 
 async def _do_write(request: LuaRequest, sink: OutputSink, data: Any) -> Any:
@@ -110,7 +99,6 @@ async def _do_multipart(request: LuaRequest, sink: OutputSink, max_parts: Any) -
 # What a coroutine may yield (ngx.lua's `co_yield(IO, cmd, arg)`), and how
 # Python performs it.
 COMMANDS: dict[bytes, Command] = {
-    b"sleep": _do_sleep,
     b"write": _do_write,
     b"read_body": _do_read_body,
     b"discard_body": _do_discard_body,
@@ -118,5 +106,6 @@ COMMANDS: dict[bytes, Command] = {
     b"req_socket": _do_req_socket,  # ngx.req.socket (socket.lua)
     b"cosocket": cosocket.perform,  # ngx.socket.* waits (socket.lua)
 }
-# ngx.semaphore waits (thread.lua), b"park", are the engine's own:
-# scheduler.Parking.perform, added to its copy of this table.
+# The engine adds its own to its copy of this table: b"park" (ngx.semaphore
+# waits, thread.lua: scheduler.Parking.perform) and b"sleep" (ngx.sleep, on
+# the worker's heap of deadlines that cosockets' timeouts use too).

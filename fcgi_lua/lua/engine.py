@@ -233,10 +233,6 @@ class LuaEngine:
         self.log_to_stderr = log_to_stderr
         self._lua = new_runtime(runtime, 0 if self._soft_memory else lua_memory_limit)
         self._lua_error = _lua_error(self._lua)
-        self._sink: OutputSink | None = None
-        # The request whose Lua runs now (set before every resume, like
-        # _sink): its params are what ngx.lua's params_of asks for.
-        self._request: Any = None
         # request_timeout's deadlines, on the loop's own timer (made on the
         # first request that waits: asyncio.get_running_loop() is a getpid()
         # syscall on Python 3.11, not paid per request)
@@ -299,6 +295,8 @@ class LuaEngine:
                 # ngx.print's bounds (config's write_buffer_high, output_buffer_limit)
                 b"output_flush_size": output_flush_size,
                 b"output_buffer_limit": output_buffer_limit,
+                # ngx.lua's API areas, fcgi_lua/lua/ngx/*.lua
+                b"load": lambda name: load_chunk(lua, os.fsdecode(name)),
             }
         )
         driver = load_chunk(lua, "ngx.lua")(helpers)
@@ -324,7 +322,11 @@ class LuaEngine:
         )
         # what a coroutine may yield, and how: the table, with this
         # engine's own semaphore parking
-        self._commands = {**COMMANDS, b"park": self.timers.parking.perform}
+        self._commands = {
+            **COMMANDS,
+            b"park": self.timers.parking.perform,
+            b"sleep": self._sleep,
+        }
         threads = self._load_threads(driver[b"extensions"])
         self._drive_thread = threads[b"drive_thread"]
         self._client_abort = threads[b"client_abort"]
@@ -380,24 +382,22 @@ class LuaEngine:
     def _load_threads(self, extensions: Any) -> Any:
         chunk = load_chunk(self._lua, "thread.lua")
         functions = self.timers.functions()
-        functions[b"log"] = self._log
+        functions[b"timer"] = _TIMER
         return chunk(self._lua.table_from(functions), extensions)
 
     # -- helpers called from Lua ---------------------------------------------
 
-    def _params(self) -> tuple[bytes, ...]:
-        """The running request's params as ngx.lua keeps them, name, value,
-        name, value, ... (returned as that many values: Lua's { ... } makes
-        the table faster than table_from); asked once per request, and only
-        by a script that reads a variable or a header."""
-        request = self._request
+    def _params(self, request: LuaRequest | None) -> tuple[bytes, ...]:
+        """``request``'s params as ngx.lua keeps them, name, value, name,
+        value, ... (returned as that many values: Lua's { ... } makes the
+        table faster than table_from); asked once per request, and only by
+        a script that reads a variable or a header."""
         params = request.params if request is not None else ()
         return tuple(itertools.chain.from_iterable(params))
 
-    def _body_now(self) -> Any:
+    def _body_now(self, request: LuaRequest | None) -> Any:
         """ngx.req.read_body() of a body that has all come (it came with the
         params, or was refused): its result without a wait; else nil."""
-        request = self._request
         if request is None:
             return None
         body = request.body
@@ -410,13 +410,12 @@ class LuaEngine:
             return self._lua.table_from({b"file": os.fsencode(path)})
         return self._lua.table_from({b"data": request.body_data or b""})
 
-    def _body_build(self, data: Any = None) -> Any:
+    def _body_build(self, request: LuaRequest | None, data: Any = None) -> Any:
         """ngx.req.init_body / append_body / finish_body / set_body_data
-        (ngx.lua): with ``data``, append it to the body the script builds in
-        a temp file, -> its path (or nil, why not); without, remove that
+        (ngx/req_body.lua): with ``data``, append it to the body the script
+        builds in a temp file, -> its path (or nil, why not); without, remove that
         file (a new body replaces it) -> the request's
         client_body_buffer_size (init_body's default buffer)."""
-        request = self._request
         if request is None:
             return None
         body = request.body
@@ -429,25 +428,33 @@ class LuaEngine:
             log.error("%s: cannot write the request body: %s", request.script_path, exc)
             return None, str(exc).encode("utf-8", "replace")
 
+    async def _sleep(self, request: LuaRequest, sink: OutputSink, seconds: Any) -> None:
+        """ngx.sleep: on the worker's heap of deadlines (cosockets' too)."""
+        await self.cosockets.deadlines().sleep(seconds)
+
     def _graceful_exit(self) -> None:
         # ngx.process.signal_graceful_exit(): the worker stops gracefully
         # and the master starts a fresh one (as after a memory kill)
         if self.on_exhausted is not None:
             self.on_exhausted()
 
-    def _log(self, level: int, message: bytes) -> None:
+    def _log(
+        self, level: int, message: bytes, request: Any = None, sink: OutputSink | None = None
+    ) -> None:
+        """A line of ngx.log (ngx/log.lua's log) from ``request`` (a
+        request, _TIMER, or None outside any context) whose output goes to
+        ``sink``."""
         level = int(level)
         text = message.decode("utf-8", "replace")
         python_level = _LOG_LEVELS[level]
         if log.isEnabledFor(python_level):  # the context is built only for a line logged
-            log.log(python_level, "%s%s", *self._log_line(text))
-        if self.log_to_stderr and self._sink is not None:
-            self._sink.stderr(b"[" + _LOG_NAMES[level] + b"] " + message + b"\n")
+            log.log(python_level, "%s%s", *self._log_line(text, request))
+        if self.log_to_stderr and sink is not None:
+            sink.stderr(b"[" + _LOG_NAMES[level] + b"] " + message + b"\n")
 
-    def _log_line(self, text: str) -> tuple[str, str]:
+    def _log_line(self, text: str, request: Any) -> tuple[str, str]:
         """An ngx.log line (or a light thread's error) and the context it
         ends with in the error log: the request's, as OpenResty's lines."""
-        request = self._request
         if request is None:  # init_script, init_worker_script, a timer's first resume
             return text, ""
         if _TRACEBACK in text:  # a light thread's error (thread.lua)
@@ -471,11 +478,8 @@ class LuaEngine:
         try:
             factory = self.cache.get(request.script_path)
         except LuaCompileError as exc:
-            self._sink = sink
             return self._fail(request, sink, str(exc), emitted=False, prefix="")
         lua_error = self._lua_error
-        self._sink = sink
-        self._request = request
         head = request.method == b"HEAD"
         cgi = self._cgi(request.script_path)
         # Each resume is timed: one that runs long without yielding is a
@@ -484,14 +488,16 @@ class LuaEngine:
         try:
             began = perf_counter()
             # one crossing: the params follow only if the script asks
-            r, cmd, arg, extra = self._start(factory, time.time(), cgi, head, self._guard_kb)
+            r, cmd, arg, extra = self._start(
+                factory, time.time(), cgi, head, self._guard_kb, request, sink
+            )
             if cmd == b"memory":  # the VM is nearly full: collect, then start or refuse
                 if not self._make_room(request):
                     return self._fail(
                         request, sink, "not enough memory (lua_memory_limit)", emitted=False
                     )
                 began = perf_counter()
-                r, cmd, arg, extra = self._start(factory, time.time(), cgi, head, 0)
+                r, cmd, arg, extra = self._start(factory, time.time(), cgi, head, 0, request, sink)
             elapsed = perf_counter() - began
             if elapsed > self.slow_resume_warning:
                 self._warn_slow(request, elapsed)
@@ -587,8 +593,6 @@ class LuaEngine:
             value = await handler(request, sink, arg)
             if type(value) is dict:  # a result with several parts: a Lua table
                 value = self._lua.table_from(value, recursive=True)
-            self._sink = sink
-            self._request = request
             began = perf_counter()
             cmd, arg, extra = self._drive(ctx, time.time(), value)
             elapsed = perf_counter() - began
@@ -618,7 +622,6 @@ class LuaEngine:
                 except asyncio.CancelledError:
                     # the front server aborted the request: its on_abort
                     # handler runs, the request goes on (once)
-                    self._request = request
                     result = (
                         None
                         if aborted or ctx[b"timed_out"]
@@ -630,7 +633,7 @@ class LuaEngine:
                     task = asyncio.current_task()
                     if task is not None:
                         task.uncancel()
-                    sink = _DISCARD  # the client is gone
+                    sink = ctx[b"sink"] = _DISCARD  # the client is gone
                     cmd, arg, extra = result
                     if cmd != b"threads":
                         return cmd, arg, extra
@@ -648,8 +651,6 @@ class LuaEngine:
                         value = None  # a write to the vanished client
                     if type(value) is dict:
                         value = self._lua.table_from(value, recursive=True)
-                    self._sink = sink
-                    self._request = request
                     began = perf_counter()
                     cmd, arg, extra = self._drive_thread(ctx, time.time(), tid, value)
                     elapsed = perf_counter() - began
@@ -711,8 +712,6 @@ class LuaEngine:
                 source = f.read()
         except OSError as exc:
             raise LuaInitError(f"{key} error: cannot open {path}: {exc.strerror}") from exc
-        self._sink = None
-        self._request = None
         try:
             ok, err = self._run_phase(phase, source, b"@" + os.fsencode(path))
         except (self._lua_error, MemoryError) as exc:  # raised outside Lua's protection
@@ -726,8 +725,6 @@ class LuaEngine:
     async def _run_timer(self, timer_id: int, premature: bool, keep: bool) -> None:
         """Run timer ``timer_id``'s callback in its own context, no request."""
         lua_error = self._lua_error
-        self._sink = None
-        self._request = _TIMER  # no request: its log lines say "context: ngx.timer"
         try:
             ctx, cmd, arg, extra = self._start_timer(timer_id, premature, time.time(), keep)
         except lua_error as exc:

@@ -21,8 +21,12 @@ from importlib import resources
 # (lua/loader.py's load_chunk; compat.lua by runtimes.py),
 # while scripts and libraries are loaded by path ("@/srv/www/x.lua",
 # "@/usr/share/lua/5.1/resty/redis.lua", "@./lib.lua").
+# ngx.lua's API areas are "@ngx/<area>.lua".
 INTERNAL_CHUNKS = frozenset(
-    entry.name for entry in resources.files("fcgi_lua.lua").iterdir() if entry.name.endswith(".lua")
+    prefix + entry.name
+    for prefix, folder in (("", ""), ("ngx/", "ngx"))
+    for entry in resources.files("fcgi_lua.lua").joinpath(folder).iterdir()
+    if entry.name.endswith(".lua")
 )
 
 _TRACEBACK = "\nstack traceback:\n"
@@ -98,7 +102,7 @@ _UNSAFE = {c: f"\\x{c:02X}" for c in (*range(0x20), 0x22, 0x7F)}
 def clean_traceback(text: str, script: str | None = None) -> str:
     """``text`` (an error message and its "stack traceback:") without the
     frames of fcgi-lua's own Lua layers, nor the C functions they call
-    (``[C]: in function 'error'`` raised by ngx.lua's argument checks) or
+    (``[C]: in function 'error'`` raised by the ngx API's argument checks) or
     tail calls next to them; the script's and its libraries' frames stay,
     and so does a C function the script called.  ``script`` given (an
     entry thread's traceback): its bottom frame, the script's main chunk

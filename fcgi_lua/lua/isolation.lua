@@ -65,7 +65,7 @@ end
 
 -- Where a view's writes go.  Proxies (ngx, ngx.header, ngx.var, mk)
 -- take them: their __newindex writes to the running request (ngx.status,
--- ngx.ctx, a header) or refuses (ngx.say: ngx.lua's __newindex).  The
+-- ngx.ctx, a header) or refuses (ngx.say: ngx/misc.lua's __newindex).  The
 -- write goes to a table, not through a function here, so the proxy's
 -- errors point at the script's line.
 local function newindex_for(t, name)
@@ -380,7 +380,7 @@ end
 -- would run that request's code in its own name, or the reverse.
 local owners = extensions.owners -- ngx.lua registers each request's own
 local co_create = coroutine.create
-local co_resume = coroutine.resume -- ngx.lua's: passes I/O yields up
+local co_resume = coroutine.resume -- ngx/coroutine.lua's: passes I/O yields up
 local co_wrap = coroutine.wrap
 local co_close = coroutine.close
 local context = extensions.context

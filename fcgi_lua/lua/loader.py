@@ -1,9 +1,10 @@
 """The one way fcgi-lua's own Lua files are compiled into a VM.
 
 This module owns ``load_chunk``: a file of this package (``ngx.lua``,
-``socket.lua``, ``limits.lua`` ...) read from the package's resources and
-compiled in the VM under its own name (``@ngx.lua``, so that tracebacks
-and error messages name it), with the same call on every runtime
+``socket.lua``, ``limits.lua``, ngx.lua's API areas ``ngx/log.lua`` ...)
+read from the package's resources and compiled in the VM under its own
+name (``@ngx.lua``, ``@ngx/log.lua``, so that tracebacks and error
+messages name it), with the same call on every runtime
 (``loadstring`` on 5.1 and LuaJIT, ``load`` on 5.2 and later).
 
 What it must never do: run the chunk (each caller runs it with its own

@@ -38,7 +38,7 @@ local find = string.find
 local gsub = string.gsub
 local match = string.match
 
-local py_log = helpers.log
+local py_log = extensions.log
 local py_monotonic = helpers.monotonic
 local py_log_level = helpers.log_level
 local py_graceful_exit = helpers.graceful_exit
@@ -273,7 +273,7 @@ function modules.ctx()
 end
 
 -- lua-resty-core's misc: getters and setters of ngx's "magic keys"
--- (ngx.status, ngx.ctx, ...).  ngx.lua's metatable serves those; a
+-- (ngx.status, ngx.ctx, ...).  ngx/misc.lua's metatable serves those; a
 -- registered one is consulted first, once anything is registered.
 local magic_getters, magic_setters
 

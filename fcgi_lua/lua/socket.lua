@@ -929,7 +929,7 @@ end
 -- OpenResty names its libraries resty.X; Debian packages them as
 -- nginx/X.lua under /usr/share/lua/5.x (lua-nginx-redis, -memcached,
 -- -dns, -websocket, -cookie).  resty.X is an alias of nginx.X when no
--- real resty/X.lua exists: the standard searchers (and ngx.lua's own
+-- real resty/X.lua exists: the standard searchers (and ngx/package.lua's
 -- aliases) run first.
 local DEBIAN_LUA = "/usr/share/lua/" .. (match(_VERSION, "%d+%.%d+") or "5.1") .. "/"
 

@@ -3,9 +3,9 @@
 This module owns what ``ngx.md5``, ``ngx.md5_bin``, ``ngx.sha1_bin``,
 ``ngx.hmac_sha1``, ``ngx.crc32_short``/``crc32_long``,
 ``ngx.encode_base64`` and ``ngx.decode_base64`` compute (the Lua side,
-argument checks included, is ngx.lua's), with nginx's results
+argument checks included, is ngx/string.lua's), with nginx's results
 (lua-nginx-module's ngx_http_lua_string.c); ``FUNCTIONS`` is what the
-engine hands ngx.lua under these names.
+engine hands ngx.lua (and so ngx/string.lua) under these names.
 
 What it must never do: keep state, or raise on a script's input (a bad
 base64 string is ``None``, nil in Lua).
@@ -64,7 +64,7 @@ def decode_base64(s: bytes) -> bytes | None:
         return None
 
 
-# ngx.lua's helper names -> the functions.
+# ngx/string.lua's helper names -> the functions.
 FUNCTIONS: dict[bytes, Callable[..., Any]] = {
     b"md5": md5,
     b"md5_bin": md5_bin,

@@ -62,11 +62,12 @@ local phase = ext.phase           -- "init" / "init_worker" while config's init 
 
 local py_park = P.park
 local py_unpark = P.unpark
-local py_log = P.log
+local py_log = ext.log
 local py_timer_add = P.timer_add
 local py_running_count = P.running_count
 local py_pending_count = P.pending_count
 local py_exiting = P.exiting
+local TIMER = P.timer -- stands for the request of a timer's context in Python
 
 local ERR = 4
 
@@ -727,7 +728,9 @@ local function start_timer(id, premature, now, keep)
         timers[id] = nil
     end
     local fn = t[1]
-    local ctx = { timer = true, co = co_create(fn) }
+    -- py: what the engine gets for a request (its log lines say "context:
+    -- ngx.timer"); no sink: a timer's FCGI_STDERR goes nowhere
+    local ctx = { timer = true, co = co_create(fn), py = TIMER }
     enter(ctx, now)
     return ctx, step(ctx, co_resume(ctx.co, premature, unpack(t, 2, t.n + 1)))
 end

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from fcgi_lua import deadlines
 from fcgi_lua.deadlines import Deadlines, Expiries
+from fcgi_lua.lua.cosocket import Cosockets
 
 
 def run(coro: Any) -> Any:
@@ -145,10 +146,14 @@ def test_matches_a_model(plan: list[tuple[int, bool]]) -> None:
     assert run(main()) == expected
 
 
-def test_one_heap_per_running_loop() -> None:
+def test_the_workers_heap_is_one_per_running_loop() -> None:
+    # Cosockets keeps the worker's heap (socket timeouts and ngx.sleep):
+    # the same one on a loop, a new one on the next loop
+    manager = Cosockets()
+
     async def main() -> Deadlines:
-        assert deadlines.current() is deadlines.current()
-        return deadlines.current()
+        assert manager.deadlines() is manager.deadlines()
+        return manager.deadlines()
 
     assert run(main()) is not run(main())
 

@@ -54,7 +54,8 @@ class Cosockets:
         self._deadlines: Deadlines | None = None
 
     def deadlines(self) -> Deadlines:
-        """The heap of read and keepalive timeouts, on the worker's loop."""
+        """The worker's heap of deadlines, on its loop: read and keepalive
+        timeouts, and ngx.sleep (the engine's "sleep" command)."""
         heap = self._deadlines
         if heap is None or heap.loop() is not self.loop():
             heap = self._deadlines = Deadlines(self.loop())
