@@ -94,7 +94,7 @@ _malloc_trim = _load_malloc_trim()
 class Engine(Protocol):
     """What the server calls of its engine (fcgi_lua.lua.LuaEngine)."""
 
-    def start(self, request: Request, sink: Any) -> Awaitable[None] | None:
+    def start(self, request: Request, sink: Sink) -> Awaitable[None] | None:
         """Run ``request`` up to its first wait, writing to ``sink``: None
         if it ended there, else what finishes it (awaited in a task)."""
         ...

@@ -1,7 +1,5 @@
 -- ngx.* constants: return codes, log levels, HTTP methods and statuses (lua-nginx-module's ngx_http_lua_consts.c), and ngx.null.
---
--- Loaded by ngx.lua, in its AREAS order, as chunk(ngx, core): core holds
--- the request running now and what the areas share (ngx.lua lists it).
+-- Loaded by ngx.lua (its AREAS list) as chunk(ngx, core).
 
 local ngx, core = ...
 

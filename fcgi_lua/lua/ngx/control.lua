@@ -1,8 +1,6 @@
 -- ngx.exit, ngx.redirect, ngx.exec and what FastCGI cannot have
 -- (ngx_http_lua_control.c).
---
--- Loaded by ngx.lua, in its AREAS order, as chunk(ngx, core): core holds
--- the request running now and what the areas share (ngx.lua lists it).
+-- Loaded by ngx.lua (its AREAS list) as chunk(ngx, core).
 
 local ngx, core = ...
 

@@ -1,8 +1,6 @@
 -- coroutine.resume and coroutine.wrap that pass the request's I/O yields up
 -- (ngx_http_lua_coroutine.c).
---
--- Loaded by ngx.lua, in its AREAS order, as chunk(ngx, core): core holds
--- the request running now and what the areas share (ngx.lua lists it).
+-- Loaded by ngx.lua (its AREAS list) as chunk(ngx, core).
 
 local ngx, core = ...
 

@@ -1,8 +1,6 @@
 -- Response headers: their store on the request, ngx.header and
 -- ngx.resp.get_headers (ngx_http_lua_headers.c, _headers_out.c).
---
--- Loaded by ngx.lua, in its AREAS order, as chunk(ngx, core): core holds
--- the request running now and what the areas share (ngx.lua lists it).
+-- Loaded by ngx.lua (its AREAS list) as chunk(ngx, core).
 
 local ngx, core = ...
 

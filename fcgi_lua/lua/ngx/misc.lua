@@ -1,8 +1,6 @@
 -- The rest of ngx: config, worker, sleep, phase, ngx.status / ngx.ctx /
 -- headers_sent, ndk (ngx_http_lua_misc.c, _phase.c, _ctx.c, _sleep.c, _worker.c).
---
--- Loaded by ngx.lua, in its AREAS order, as chunk(ngx, core): core holds
--- the request running now and what the areas share (ngx.lua lists it).
+-- Loaded by ngx.lua (its AREAS list) as chunk(ngx, core).
 
 local ngx, core = ...
 

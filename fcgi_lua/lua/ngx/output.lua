@@ -1,7 +1,5 @@
 -- ngx.print, ngx.say, ngx.flush, ngx.eof, ngx.send_headers (ngx_http_lua_output.c).
---
--- Loaded by ngx.lua, in its AREAS order, as chunk(ngx, core): core holds
--- the request running now and what the areas share (ngx.lua lists it).
+-- Loaded by ngx.lua (its AREAS list) as chunk(ngx, core).
 
 local ngx, core = ...
 

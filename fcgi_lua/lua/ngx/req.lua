@@ -1,8 +1,6 @@
 -- ngx.req: method, URI, arguments and headers of the request
 -- (ngx_http_lua_req_method.c, _uri.c, _args.c, _headers.c).
---
--- Loaded by ngx.lua, in its AREAS order, as chunk(ngx, core): core holds
--- the request running now and what the areas share (ngx.lua lists it).
+-- Loaded by ngx.lua (its AREAS list) as chunk(ngx, core).
 
 local ngx, core = ...
 

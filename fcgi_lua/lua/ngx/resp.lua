@@ -1,8 +1,6 @@
 -- The response on the wire: the CGI header block, the status line, nginx's
 -- not_modified filter and its error pages (what nginx's header filter does).
---
--- Loaded by ngx.lua, in its AREAS order, as chunk(ngx, core): core holds
--- the request running now and what the areas share (ngx.lua lists it).
+-- Loaded by ngx.lua (its AREAS list) as chunk(ngx, core).
 
 local ngx, core = ...
 

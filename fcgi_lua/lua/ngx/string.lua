@@ -1,8 +1,6 @@
 -- Request-free string functions: digests, base64, SQL quoting, URI escaping and
 -- query-string parsing (ngx_http_lua_string.c, _args.c).
---
--- Loaded by ngx.lua, in its AREAS order, as chunk(ngx, core): core holds
--- the request running now and what the areas share (ngx.lua lists it).
+-- Loaded by ngx.lua (its AREAS list) as chunk(ngx, core).
 
 local ngx, core = ...
 

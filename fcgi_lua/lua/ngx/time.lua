@@ -1,7 +1,5 @@
 -- ngx.now, ngx.time, ngx.update_time and the date functions (ngx_http_lua_time.c).
---
--- Loaded by ngx.lua, in its AREAS order, as chunk(ngx, core): core holds
--- the request running now and what the areas share (ngx.lua lists it).
+-- Loaded by ngx.lua (its AREAS list) as chunk(ngx, core).
 
 local ngx, core = ...
 

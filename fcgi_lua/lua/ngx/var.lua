@@ -1,8 +1,6 @@
 -- ngx.var: nginx variables computed from the request's FastCGI params
 -- (ngx_http_lua_variable.c).
---
--- Loaded by ngx.lua, in its AREAS order, as chunk(ngx, core): core holds
--- the request running now and what the areas share (ngx.lua lists it).
+-- Loaded by ngx.lua (its AREAS list) as chunk(ngx, core).
 
 local ngx, core = ...
 
