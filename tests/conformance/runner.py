@@ -36,6 +36,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.helpers.net import free_port
+
 from .cases import Case, Exclusion, select
 from .tnginx import Block, parse_file, perl_regex
 
@@ -228,12 +230,6 @@ def parse_response(raw: str, head: bool, error: str) -> Response:
 # -- processes -------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _wait(check_ready: object, proc: subprocess.Popen[bytes], what: str, log: Path) -> None:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -326,7 +322,7 @@ def run_case(
             start_new_session=True,
         )  # fmt: skip
     # nginx
-    oracle_port, fcgi_port = _free_port(), _free_port()
+    oracle_port, fcgi_port = free_port(), free_port()
     params = SHIPPED_PARAMS.read_text()
     if SCRIPT_LINE not in params:
         raise RuntimeError(f"{SHIPPED_PARAMS} changed: no line {SCRIPT_LINE!r}")
