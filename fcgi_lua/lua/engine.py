@@ -142,6 +142,9 @@ class _TimerOrigin:
 
 
 _TIMER = _TimerOrigin()
+# The handle every timer's context gives (thread.lua): its log lines say
+# "context: ngx.timer", its FCGI_STDERR goes nowhere.
+_TIMER_HANDLE = 0
 
 
 class LuaEngine:
@@ -347,6 +350,13 @@ class LuaEngine:
         # The status page and the slow-request log ask for these; taken
         # before a sandbox removes debug.  running: request -> its context.
         self.running: dict[Any, Any] = {}
+        # What ngx.lua's request tables stand for in Python: handle -> the
+        # request and the sink its output and FCGI_STDERR go to, from the
+        # request's start to its end.  Lua holds the integer (r.handle) and
+        # hands it back to the helpers that need the request (params, body,
+        # log lines), as cosockets' handles do.
+        self._requests: dict[int, tuple[Any, OutputSink | None]] = {_TIMER_HANDLE: (_TIMER, None)}
+        self._handles = itertools.count(1)
         # (one value: 5.2's collectgarbage("count") adds the bytes past the last KB)
         self._traceback_of, self._memory_kb = lua.execute(
             b"local traceback, collectgarbage = debug.traceback, collectgarbage\n"
@@ -382,24 +392,22 @@ class LuaEngine:
     def _load_threads(self, extensions: Any) -> Any:
         chunk = load_chunk(self._lua, "thread.lua")
         functions = self.timers.functions()
-        functions[b"timer"] = _TIMER
+        functions[b"timer"] = _TIMER_HANDLE
         return chunk(self._lua.table_from(functions), extensions)
 
     # -- helpers called from Lua ---------------------------------------------
 
-    def _params(self, request: LuaRequest | None) -> tuple[bytes, ...]:
-        """``request``'s params as ngx.lua keeps them, name, value, name,
-        value, ... (returned as that many values: Lua's { ... } makes the
-        table faster than table_from); asked once per request, and only by
-        a script that reads a variable or a header."""
-        params = request.params if request is not None else ()
-        return tuple(itertools.chain.from_iterable(params))
+    def _params(self, handle: int) -> tuple[bytes, ...]:
+        """The params of request ``handle`` as ngx.lua keeps them, name,
+        value, name, value, ... (returned as that many values: Lua's { ... }
+        makes the table faster than table_from); asked once per request, and
+        only by a script that reads a variable or a header."""
+        return tuple(itertools.chain.from_iterable(self._requests[handle][0].params))
 
-    def _body_now(self, request: LuaRequest | None) -> Any:
+    def _body_now(self, handle: int) -> Any:
         """ngx.req.read_body() of a body that has all come (it came with the
         params, or was refused): its result without a wait; else nil."""
-        if request is None:
-            return None
+        request = self._requests[handle][0]
         body = request.body
         if not body.settled:
             return None
@@ -410,14 +418,13 @@ class LuaEngine:
             return self._lua.table_from({b"file": os.fsencode(path)})
         return self._lua.table_from({b"data": request.body_data or b""})
 
-    def _body_build(self, request: LuaRequest | None, data: Any = None) -> Any:
+    def _body_build(self, handle: int, data: Any = None) -> Any:
         """ngx.req.init_body / append_body / finish_body / set_body_data
         (ngx/req_body.lua): with ``data``, append it to the body the script
         builds in a temp file, -> its path (or nil, why not); without, remove that
         file (a new body replaces it) -> the request's
         client_body_buffer_size (init_body's default buffer)."""
-        if request is None:
-            return None
+        request = self._requests[handle][0]
         body = request.body
         if data is None:
             body.drop_built()
@@ -427,6 +434,12 @@ class LuaEngine:
         except OSError as exc:
             log.error("%s: cannot write the request body: %s", request.script_path, exc)
             return None, str(exc).encode("utf-8", "replace")
+
+    @property
+    def requests_held(self) -> int:
+        """How many requests' handles the engine holds now (those started
+        and not ended): 0 between requests, whatever they did."""
+        return len(self._requests) - 1  # the timers' handle stays
 
     async def _sleep(self, request: LuaRequest, sink: OutputSink, seconds: Any) -> None:
         """ngx.sleep: on the worker's heap of deadlines (cosockets' too)."""
@@ -438,12 +451,10 @@ class LuaEngine:
         if self.on_exhausted is not None:
             self.on_exhausted()
 
-    def _log(
-        self, level: int, message: bytes, request: Any = None, sink: OutputSink | None = None
-    ) -> None:
-        """A line of ngx.log (ngx/log.lua's log) from ``request`` (a
-        request, _TIMER, or None outside any context) whose output goes to
-        ``sink``."""
+    def _log(self, level: int, message: bytes, handle: int | None = None) -> None:
+        """A line of ngx.log (ngx/log.lua's log) from the context ``handle``
+        (a request's, a timer's; None outside any context)."""
+        request, sink = self._requests[handle] if handle is not None else (None, None)
         level = int(level)
         text = message.decode("utf-8", "replace")
         python_level = _LOG_LEVELS[level]
@@ -482,6 +493,10 @@ class LuaEngine:
         lua_error = self._lua_error
         head = request.method == b"HEAD"
         cgi = self._cgi(request.script_path)
+        handle = next(self._handles)
+        requests = self._requests
+        requests[handle] = (request, sink)
+        waits = False  # then _run_waiting lets go of the handle
         # Each resume is timed: one that runs long without yielding is a
         # blocking call (os.execute, io.popen, LuaSocket) or a long loop.
         perf_counter = time.perf_counter
@@ -489,7 +504,7 @@ class LuaEngine:
             began = perf_counter()
             # one crossing: the params follow only if the script asks
             r, cmd, arg, extra = self._start(
-                factory, time.time(), cgi, head, self._guard_kb, request, sink
+                factory, time.time(), cgi, head, self._guard_kb, handle
             )
             if cmd == b"memory":  # the VM is nearly full: collect, then start or refuse
                 if not self._make_room(request):
@@ -497,19 +512,24 @@ class LuaEngine:
                         request, sink, "not enough memory (lua_memory_limit)", emitted=False
                     )
                 began = perf_counter()
-                r, cmd, arg, extra = self._start(factory, time.time(), cgi, head, 0, request, sink)
+                r, cmd, arg, extra = self._start(factory, time.time(), cgi, head, 0, handle)
             elapsed = perf_counter() - began
             if elapsed > self.slow_resume_warning:
                 self._warn_slow(request, elapsed)
+            if cmd == b"done":
+                # Over in its first resume (most requests that wait for
+                # nothing): nothing to time out, nothing left open (start
+                # let go of it).
+                return sink.write_nowait(arg) if arg else None
+            waits = True
+            return self._run_waiting(request, sink, r, handle, cmd, arg, extra)
         except lua_error as exc:
             self._limit_kill(request, None, exc)
             reason = str(exc) or ("not enough memory" if isinstance(exc, MemoryError) else "")
             return self._fail(request, sink, f"{request.script_path}: {reason}", emitted=False)
-        if cmd == b"done":
-            # Over in its first resume (most requests that wait for nothing):
-            # nothing to time out, nothing left open (start let go of it).
-            return sink.write_nowait(arg) if arg else None
-        return self._run_waiting(request, sink, r, cmd, arg, extra)
+        finally:
+            if not waits:
+                del requests[handle]
 
     def _make_room(self, request: LuaRequest) -> bool:
         """The VM holds more than a request may start with: a collection
@@ -518,7 +538,14 @@ class LuaEngine:
         return self._memory_used() <= self._memory_guard
 
     async def _run_waiting(
-        self, request: LuaRequest, sink: OutputSink, r: Any, cmd: Any, arg: Any, extra: Any
+        self,
+        request: LuaRequest,
+        sink: OutputSink,
+        r: Any,
+        handle: int,
+        cmd: Any,
+        arg: Any,
+        extra: Any,
     ) -> None:
         """The rest of a request whose first resume yielded: perform what it
         waits for, under request_timeout, until it ends."""
@@ -562,6 +589,7 @@ class LuaEngine:
                 self.cosockets.release(r)  # sockets left open die with the request
                 self._release(r)  # and semaphore waits
             self.running.pop(request, None)
+            del self._requests[handle]
         if cmd == b"done":
             if arg:
                 await sink.write(arg)
@@ -633,7 +661,8 @@ class LuaEngine:
                     task = asyncio.current_task()
                     if task is not None:
                         task.uncancel()
-                    sink = ctx[b"sink"] = _DISCARD  # the client is gone
+                    sink = _DISCARD  # the client is gone
+                    self._requests[ctx[b"handle"]] = (request, sink)
                     cmd, arg, extra = result
                     if cmd != b"threads":
                         return cmd, arg, extra

@@ -67,7 +67,7 @@ local py_timer_add = P.timer_add
 local py_running_count = P.running_count
 local py_pending_count = P.pending_count
 local py_exiting = P.exiting
-local TIMER = P.timer -- stands for the request of a timer's context in Python
+local TIMER = P.timer -- the handle of every timer's context in Python
 
 local ERR = 4
 
@@ -728,9 +728,9 @@ local function start_timer(id, premature, now, keep)
         timers[id] = nil
     end
     local fn = t[1]
-    -- py: what the engine gets for a request (its log lines say "context:
-    -- ngx.timer"); no sink: a timer's FCGI_STDERR goes nowhere
-    local ctx = { timer = true, co = co_create(fn), py = TIMER }
+    -- handle: what the engine gets for a request (a timer's log lines say
+    -- "context: ngx.timer")
+    local ctx = { timer = true, co = co_create(fn), handle = TIMER }
     enter(ctx, now)
     return ctx, step(ctx, co_resume(ctx.co, premature, unpack(t, 2, t.n + 1)))
 end

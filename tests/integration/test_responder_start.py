@@ -123,6 +123,7 @@ def test_an_abort_before_the_task_ran_reaches_the_scripts_wait(tmp_path: Path) -
     elapsed = asyncio.run(scenario())
     assert elapsed < 1  # not the 30 s sleep: the abort cancelled the wait
     assert engine.running == {}  # the coroutine was let go of
+    assert engine.requests_held == 0  # and its handle
     assert server.requests_served == 1
 
 

@@ -130,6 +130,46 @@ def test_params_first_read_after_a_wait_are_the_requests_own(tmp_path: Path) -> 
     assert asyncio.run(main()) == [b"slow\n", b"fast GET\n"]
 
 
+def test_each_requests_log_lines_go_to_its_own_stderr_and_its_handle_is_let_go(
+    tmp_path: Path,
+) -> None:
+    # The request carries its handle into Lua: a line logged after a wait,
+    # while other requests ran, still reaches that request's FCGI_STDERR;
+    # whatever way a request ends, the engine holds nothing of it after.
+    scripts = {
+        "quick": "ngx.log(ngx.ERR, 'quick ', ngx.var.arg_n) ngx.say('q')",
+        "waits": "ngx.sleep(0.02) ngx.log(ngx.ERR, 'waits ', ngx.var.arg_n) ngx.say('w')",
+        "threads": "local t = ngx.thread.spawn(function() ngx.sleep(0.01)"
+        " ngx.log(ngx.ERR, 'thread ', ngx.var.arg_n) end) ngx.thread.wait(t) ngx.say('t')",
+        "fails": "ngx.sleep(0.01) ngx.log(ngx.ERR, 'fails ', ngx.var.arg_n) error('boom')",
+        "syntax": "ngx.say(",
+    }
+    paths = {name: write_script(tmp_path, src, f"{name}.lua") for name, src in scripts.items()}
+    engine = LuaEngine(log_to_stderr=True)
+
+    async def main() -> dict[str, MemorySink]:
+        sinks = {name: MemorySink() for name in scripts}
+        await asyncio.gather(
+            *(
+                engine.run(FakeRequest(paths[name], make_params(query=b"n=" + name.encode())), sink)
+                for name, sink in sinks.items()
+            )
+        )
+        return sinks
+
+    sinks = asyncio.run(main())
+    assert [b"".join(sinks["quick"].errors)] == [b"[error] [lua] quick.lua:1: quick quick\n"]
+    assert b"waits waits\n" in b"".join(sinks["waits"].errors)
+    assert b"thread threads\n" in b"".join(sinks["threads"].errors)
+    assert b"fails fails\n" in b"".join(sinks["fails"].errors)
+    for name, sink in sinks.items():  # no line went to another request
+        others = [n for n in scripts if n != name]
+        assert not any(f"{n} {n}".encode() in b"".join(sink.errors) for n in others)
+    assert parse(sinks["fails"].chunks).status == 500
+    assert parse(sinks["syntax"].chunks).status == 500
+    assert engine.requests_held == 0
+
+
 def test_sleeps_interleave(tmp_path: Path) -> None:
     engine = LuaEngine()
     order: list[str] = []

@@ -37,16 +37,13 @@ local function log_prefix(level)
 end
 
 -- A line for the error log, from whichever context runs now: Python is
--- handed that context's request and output (r.py, r.sink: the request
--- carries them, the engine keeps no "current request"), so the line ends
--- with the request's context and, with log_to_stderr, goes to its
--- FCGI_STDERR.  Outside any context (init_script) both are nil.
+-- handed that context's handle (r.handle: the request carries it, the
+-- engine keeps no "current request"), so the line ends with the request's
+-- context and, with log_to_stderr, goes to its FCGI_STDERR.  Outside any
+-- context (init_script) there is none.
 local function log(level, msg)
     local ctx = core.cur_ctx
-    if ctx then
-        return py_log(level, msg, ctx.py, ctx.sink)
-    end
-    return py_log(level, msg)
+    return py_log(level, msg, ctx and ctx.handle)
 end
 
 local function log_error(msg)

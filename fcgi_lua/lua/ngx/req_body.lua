@@ -38,7 +38,7 @@ function req.read_body()
         return
     end
     -- a body that came with the params needs no wait
-    local res = py_body_now(r.py) or co_yield(IO, "read_body")
+    local res = py_body_now(r.handle) or co_yield(IO, "read_body")
     if res.status then
         -- As nginx: a body too large (413), short or malformed (400), or one
         -- that could not be stored (500) ends the request with that status.
@@ -162,7 +162,7 @@ function req.set_body_data(...)
     local r, data = body_request("set_body_data", select("#", ...), 1, ...)
     check_body_read(r)
     r.new_body = nil
-    py_body_build(r.py)
+    py_body_build(r.handle)
     r.body_state, r.body, r.body_file = "memory", data, nil
     set_body_length(r, #data)
 end
@@ -170,7 +170,7 @@ end
 function req.init_body(...)
     local r, size = body_request("init_body", select("#", ...), 1, ...)
     check_body_read(r)
-    local default = py_body_build(r.py)
+    local default = py_body_build(r.handle)
     if select("#", ...) == 1 then
         local n = tonumber(size)
         if n == nil then
@@ -190,7 +190,7 @@ function req.init_body(...)
 end
 
 local function spill(r, data)
-    local path, err = py_body_build(r.py, data)
+    local path, err = py_body_build(r.handle, data)
     if not path then
         error("fail to write file", 3)
     end

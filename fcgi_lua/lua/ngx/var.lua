@@ -30,7 +30,7 @@ local worker_pid = core.helpers.pid -- ngx.worker.pid()
 local function params_of(r)
     local params = r.params
     if not params then
-        params = { py_params(r.py) }
+        params = { py_params(r.handle) }
         r.params = params
     end
     return params
