@@ -79,7 +79,10 @@ local core = {
     phase = nil,
 }
 
--- The error of a request API called where there is no request.
+-- The error of a request API called where there is no request.  An API
+-- function takes its request as `local r = core.cur or no_request()`:
+-- the error names the line of the function's caller (level 3), so it is
+-- called from the API function itself, never through a helper.
 function core.no_request()
     if core.phase == "init_worker" then -- OpenResty's fake request of that phase
         error("API disabled in the context of init_worker_by_lua*", 3)

@@ -52,10 +52,7 @@ end
 local REDIRECT_OK = { [301] = true, [302] = true, [303] = true, [307] = true, [308] = true }
 
 function ngx.redirect(uri, status)
-    local r = core.cur
-    if not r then
-        no_request()
-    end
+    local r = core.cur or no_request()
     if type(uri) == "number" then -- luaL_checklstring takes a number
         uri = tostring(uri)
     elseif type(uri) ~= "string" then
@@ -100,10 +97,7 @@ end
 -- it; the target location should be `internal`).  Lighttpd and Monkey do
 -- not honour the header: there the response is an empty 200.
 function ngx.exec(uri, args)
-    local r = core.cur
-    if not r then
-        no_request()
-    end
+    local r = core.cur or no_request()
     if type(uri) ~= "string" then
         if type(uri) ~= "number" then
             error("bad argument #1 to 'exec' (string expected, got " .. type(uri) .. ")", 2)

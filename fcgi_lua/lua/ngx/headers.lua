@@ -128,10 +128,7 @@ end
 
 local header_mt = {
     __index = function(_, name)
-        local r = core.cur
-        if not r then
-            no_request()
-        end
+        local r = core.cur or no_request()
         if type(name) == "number" then
             name = num2str(name)
         elseif type(name) ~= "string" then
@@ -147,10 +144,7 @@ local header_mt = {
         return { unpack(h) }
     end,
     __newindex = function(_, name, value)
-        local r = core.cur
-        if not r then
-            no_request()
-        end
+        local r = core.cur or no_request()
         if r.header_sent then
             log_error("attempt to set ngx.header.HEADER after sending out response headers")
             return
@@ -180,10 +174,7 @@ local resp_headers_mt = {
 }
 
 function ngx.resp.get_headers(max, raw)
-    local r = core.cur
-    if not r then
-        no_request()
-    end
+    local r = core.cur or no_request()
     max = check_max(max, "get_headers", 1)
     local res, n = {}, 0
     if not raw then

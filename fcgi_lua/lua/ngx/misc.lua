@@ -152,10 +152,7 @@ setmetatable(ngx, {
     end,
     __newindex = function(t, key, value)
         if key == "status" then
-            local r = core.cur
-            if not r then
-                no_request()
-            end
+            local r = core.cur or no_request()
             if r.header_sent then
                 log_error("attempt to set ngx.status after sending out response headers")
                 return

@@ -78,10 +78,7 @@ local function append_value(buf, v)
 end
 
 local function output(fname, newline, ...)
-    local r = core.cur
-    if not r then
-        no_request()
-    end
+    local r = core.cur or no_request()
     if r.eof then
         return nil, "seen eof"
     end
@@ -134,10 +131,7 @@ function ngx.say(...)
 end
 
 function ngx.flush(wait)
-    local r = core.cur
-    if not r then
-        no_request()
-    end
+    local r = core.cur or no_request()
     if r.eof then
         return nil, "seen eof"
     end
@@ -178,10 +172,7 @@ function ngx.flush(wait)
 end
 
 function ngx.eof()
-    local r = core.cur
-    if not r then
-        no_request()
-    end
+    local r = core.cur or no_request()
     if r.eof then
         return nil, "seen eof"
     end
@@ -194,10 +185,7 @@ function ngx.eof()
 end
 
 function ngx.send_headers()
-    local r = core.cur
-    if not r then
-        no_request()
-    end
+    local r = core.cur or no_request()
     if r.header_sent then
         return nil, "header already sent"
     end

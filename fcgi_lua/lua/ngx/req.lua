@@ -34,18 +34,12 @@ local req = {}
 ngx.req = req
 
 function req.get_method()
-    local r = core.cur
-    if not r then
-        no_request()
-    end
+    local r = core.cur or no_request()
     return get_var(r, "request_method")
 end
 
 function req.http_version()
-    local r = core.cur
-    if not r then
-        no_request()
-    end
+    local r = core.cur or no_request()
     local proto = get_var(r, "server_protocol")
     local v = proto and match(proto, "^HTTP/(%d+%.%d+)$")
     if v == "2.0" then
@@ -55,10 +49,7 @@ function req.http_version()
 end
 
 function req.start_time()
-    local r = core.cur
-    if not r then
-        no_request()
-    end
+    local r = core.cur or no_request()
     return r.start_time
 end
 
@@ -67,19 +58,13 @@ function req.is_internal()
 end
 
 function req.get_uri_args(max)
-    local r = core.cur
-    if not r then
-        no_request()
-    end
+    local r = core.cur or no_request()
     max = check_max(max, "get_uri_args", 1)
     return parse_args(get_var(r, "args") or "", max, true)
 end
 
 function req.set_uri_args(args)
-    local r = core.cur
-    if not r then
-        no_request()
-    end
+    local r = core.cur or no_request()
     if type(args) == "table" then
         args = ngx.encode_args(args)
     elseif type(args) == "number" then
@@ -102,10 +87,7 @@ function req.set_uri(...)
     if n < 1 or n > 3 then
         error("expecting 1, 2 or 3 arguments but seen " .. n, 2)
     end
-    local r = core.cur
-    if not r then
-        no_request()
-    end
+    local r = core.cur or no_request()
     local uri, jump, binary = ...
     if type(uri) == "number" then
         uri = num2str(uri)
@@ -195,10 +177,7 @@ local function each_request_header(r)
 end
 
 function req.get_headers(max, raw)
-    local r = core.cur
-    if not r then
-        no_request()
-    end
+    local r = core.cur or no_request()
     max = check_max(max, "get_headers", 1)
     local list = each_request_header(r)
     local res, n = {}, 0
@@ -249,10 +228,7 @@ local function header_values(value)
 end
 
 function req.set_header(name, value)
-    local r = core.cur
-    if not r then
-        no_request()
-    end
+    local r = core.cur or no_request()
     if type(name) == "number" then
         name = num2str(name)
     elseif type(name) ~= "string" then
@@ -284,10 +260,7 @@ function req.clear_header(name)
 end
 
 function req.raw_header(no_request_line)
-    local r = core.cur
-    if not r then
-        no_request()
-    end
+    local r = core.cur or no_request()
     -- Rebuilt from the CGI params: the front server does not forward the
     -- bytes it received, so case and order of names are approximations.
     local lines = {}

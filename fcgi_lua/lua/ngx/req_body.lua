@@ -30,10 +30,7 @@ local unavailable = core.unavailable -- control.lua
 -- (r.body_file) or "discarded".
 
 function req.read_body()
-    local r = core.cur
-    if not r then
-        no_request()
-    end
+    local r = core.cur or no_request()
     if r.body_state then
         return
     end
@@ -55,10 +52,7 @@ function req.read_body()
 end
 
 function req.discard_body()
-    local r = core.cur
-    if not r then
-        no_request()
-    end
+    local r = core.cur or no_request()
     if r.body_state then
         return -- already read: nothing to discard
     end
@@ -67,10 +61,7 @@ function req.discard_body()
 end
 
 function req.get_body_data(max_bytes)
-    local r = core.cur
-    if not r then
-        no_request()
-    end
+    local r = core.cur or no_request()
     local body = r.body
     if r.body_state ~= "memory" or body == "" then
         return nil
@@ -89,10 +80,7 @@ function req.get_body_data(max_bytes)
 end
 
 function req.get_body_file()
-    local r = core.cur
-    if not r then
-        no_request()
-    end
+    local r = core.cur or no_request()
     if r.body_state ~= "file" then
         return nil
     end
@@ -122,10 +110,7 @@ local function body_request(fname, nargs, want, ...)
                   .. type(data) .. ")", 3)
         end
     end
-    local r = core.cur
-    if not r then
-        no_request()
-    end
+    local r = core.cur or no_request()
     return r, data
 end
 
@@ -242,10 +227,7 @@ function req.finish_body(...)
 end
 
 function req.get_post_args(max)
-    local r = core.cur
-    if not r then
-        no_request()
-    end
+    local r = core.cur or no_request()
     max = check_max(max, "get_post_args", 1)
     local state = r.body_state
     if state == "memory" then
@@ -264,10 +246,7 @@ end
 --   res.fields[name] = "value" or {"v1", "v2"}
 --   res.files = { {name=, filename=, content_type=, size=, path=}, ... }
 function req.get_multipart(max)
-    local r = core.cur
-    if not r then
-        no_request()
-    end
+    local r = core.cur or no_request()
     max = check_max(max, "get_multipart", 1)
     local done = r.multipart
     if done then

@@ -193,10 +193,7 @@ end
 
 local var_mt = {
     __index = function(_, name)
-        local r = core.cur
-        if not r then
-            no_request()
-        end
+        local r = core.cur or no_request()
         if type(name) ~= "string" then
             if type(name) == "number" then
                 return nil -- regex captures ($1...) do not exist here
@@ -206,10 +203,7 @@ local var_mt = {
         return get_var(r, lower(name))
     end,
     __newindex = function(_, name, value)
-        local r = core.cur
-        if not r then
-            no_request()
-        end
+        local r = core.cur or no_request()
         if type(name) ~= "string" then
             error("bad variable name", 2)
         end
