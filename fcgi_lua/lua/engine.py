@@ -145,6 +145,7 @@ _TIMER = _TimerOrigin()
 # The handle every timer's context gives (thread.lua): its log lines say
 # "context: ngx.timer", its FCGI_STDERR goes nowhere.
 _TIMER_HANDLE = 0
+_NO_CONTEXT: tuple[Any, Any] = (None, None)
 
 
 class LuaEngine:
@@ -454,7 +455,10 @@ class LuaEngine:
     def _log(self, level: int, message: bytes, handle: int | None = None) -> None:
         """A line of ngx.log (ngx/log.lua's log) from the context ``handle``
         (a request's, a timer's; None outside any context)."""
-        request, sink = self._requests[handle] if handle is not None else (None, None)
+        # (.get: a line from a context that ended has no request to name)
+        request, sink = (
+            self._requests.get(handle, _NO_CONTEXT) if handle is not None else _NO_CONTEXT
+        )
         level = int(level)
         text = message.decode("utf-8", "replace")
         python_level = _LOG_LEVELS[level]
