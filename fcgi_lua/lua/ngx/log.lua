@@ -62,6 +62,25 @@ local function num2str(n)
     return format("%.14g", n)
 end
 
+-- The text every printing API (ngx.log, ngx.print, ngx.say) gives a
+-- string, number, nil, boolean or ngx.null; nil for anything else, which
+-- each API refuses or handles in its own way.
+local function scalar_text(v)
+    local t = type(v)
+    if t == "string" then
+        return v
+    elseif t == "number" then
+        return num2str(v)
+    elseif t == "nil" then
+        return "nil"
+    elseif t == "boolean" then
+        return v and "true" or "false"
+    elseif v == NULL then
+        return "null"
+    end
+    return nil
+end
+
 function ngx.log(level, ...)
     local lv = tonumber(level)
     if type(level) ~= "number" and lv == nil then
@@ -75,16 +94,9 @@ function ngx.log(level, ...)
     for i = 1, n do
         local v = select(i, ...)
         local t = type(v)
-        if t == "string" then
-            parts[#parts + 1] = v
-        elseif t == "number" then
-            parts[#parts + 1] = num2str(v)
-        elseif t == "nil" then
-            parts[#parts + 1] = "nil"
-        elseif t == "boolean" then
-            parts[#parts + 1] = v and "true" or "false"
-        elseif v == NULL then
-            parts[#parts + 1] = "null"
+        local text = scalar_text(v)
+        if text then
+            parts[#parts + 1] = text
         elseif t == "table" then
             local mt = getmetatable(v)
             if not (mt and mt.__tostring) then
@@ -103,3 +115,4 @@ end
 core.num2str = num2str
 core.log_error = log_error
 core.log = log
+core.scalar_text = scalar_text

@@ -12,10 +12,9 @@ local floor = math.floor
 local co_yield = coroutine.yield
 
 local IO = core.IO
-local NULL = core.NULL
 local commit_headers = core.commit_headers -- resp.lua
 local no_request = core.no_request
-local num2str = core.num2str -- log.lua
+local scalar_text = core.scalar_text -- log.lua
 local params_of = core.params_of -- var.lua
 local take_output = core.take_output -- resp.lua
 
@@ -47,16 +46,9 @@ end
 -- Appends v's bytes to buf; false and a reason when v cannot be printed.
 local function append_value(buf, v)
     local t = type(v)
-    if t == "string" then
-        buf[#buf + 1] = v
-    elseif t == "number" then
-        buf[#buf + 1] = num2str(v)
-    elseif t == "nil" then
-        buf[#buf + 1] = "nil"
-    elseif t == "boolean" then
-        buf[#buf + 1] = v and "true" or "false"
-    elseif v == NULL then
-        buf[#buf + 1] = "null"
+    local text = scalar_text(v)
+    if text then
+        buf[#buf + 1] = text
     elseif t == "table" then
         local n = #v
         for k in pairs(v) do
