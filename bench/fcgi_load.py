@@ -191,6 +191,12 @@ def main() -> None:
         "part; a name ending in .txt gets the raw collapsed stacks instead",
     )
     parser.add_argument(
+        "--perf",
+        metavar="DATA",
+        help="perf record -g of the worker over the measured part, to DATA (perf report "
+        "-i DATA --sort dso: the kernel, libpython, LuaJIT with lupa, uvloop apart)",
+    )
+    parser.add_argument(
         "--no-keep-conn",
         action="store_true",
         help="a connection per request (nginx without fastcgi_keep_conn, or a full pool)",
@@ -231,6 +237,11 @@ def main() -> None:
             argv += ["--pid", str(proc.pid), "--format", fmt, "--output", args.flame]
             spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1.0)  # py-spy attaches
+        perf = None
+        if args.perf:
+            argv = ["perf", "record", *os.environ.get("PERF_CALLGRAPH", "-g").split(), "-F", "2000", "-o", args.perf, "-p", str(proc.pid)]
+            perf = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1.0)  # perf attaches
         ticks = cpu_ticks(proc.pid)
         began = time.perf_counter()
         failures = asyncio.run(drive(sock, payload, args.requests, args.connections, keep))
@@ -247,6 +258,10 @@ def main() -> None:
             f"({100 * system / max(user + system, 1):.0f} % in the kernel)"
         )
         print(f"  failures {len(failures)}" + (f": {failures[0]!r}" if failures else ""))
+        if perf is not None:
+            perf.send_signal(signal.SIGINT)
+            perf.wait(timeout=60)
+            print(f"  perf data: {args.perf}")
         if spy is not None:
             spy.send_signal(signal.SIGINT)  # py-spy writes the SVG on SIGINT
             spy.wait(timeout=60)

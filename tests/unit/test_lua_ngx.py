@@ -51,6 +51,19 @@ def body(tmp_path: Path, src: str, **kw: object) -> bytes:
     return run_script(tmp_path, src, **kw).body  # type: ignore[arg-type]
 
 
+def test_var_read_by_name_then_after_set_header(tmp_path: Path) -> None:
+    # ngx.var reads names one at a time until a header changes; then the
+    # changed params rule, as nginx's variables follow headers_in
+    src = """
+    local a, b, c = ngx.var.http_x_foo, ngx.var.nope, ngx.var.NOPE
+    ngx.req.set_header("X-Foo", "new")
+    ngx.say(a, " ", tostring(b), " ", tostring(c), " ", ngx.var.http_x_foo, " ",
+            ngx.var.request_uri, " ", ngx.var.arg_x, " ", tostring(ngx.var.nope))
+    """
+    out = body(tmp_path, src, params=GET_QUERY)
+    assert out == b"a nil nil new /t.lua?x=1&x=2&c&d=&e=%20+f&x=3&&=v&%41=%42 1 nil\n"
+
+
 # -- output --------------------------------------------------------------
 
 

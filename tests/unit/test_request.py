@@ -101,3 +101,17 @@ def test_method_and_length_are_the_first_given() -> None:
     assert request.method == b"HEAD"
     assert request.body.expected == 3
     assert Request([]).method == b""
+
+
+def test_var_is_the_first_param_by_lower_case_name() -> None:
+    # nginx's names are upper-case: looked up as they are
+    request = Request([(b"REQUEST_URI", b"/a"), (b"HTTP_X", b"1"), (b"HTTP_X", b"2")])
+    assert request.var(b"request_uri") == b"/a"
+    assert request.var(b"http_x") == b"1"
+    assert request.var(b"missing") is None
+    # a fastcgi_param of any case: the first name that lower-cases to it
+    mixed = Request([(b"My_Var", b"first"), (b"MY_VAR", b"second"), (b"other", b"o")])
+    assert mixed.var(b"my_var") == b"first"
+    assert mixed.var(b"other") == b"o"
+    assert mixed.var(b"OTHER") is None  # ngx.var lower-cases before asking
+    assert Request([]).var(b"x") is None

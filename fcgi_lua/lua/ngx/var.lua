@@ -17,6 +17,7 @@ local format = string.format
 local match = string.match
 local gmatch = string.gmatch
 local py_params = helpers.params
+local py_var = helpers.var
 
 local header_key = core.header_key -- headers.lua
 local hex_char = core.hex_char -- string.lua
@@ -36,18 +37,41 @@ local function params_of(r)
     return params
 end
 
+-- The request's variables by lower-case name (the first param of each).
+-- While the script has not needed all the params (a header table, a
+-- changed header), each name is asked of Python when first read (one
+-- crossing, the usual script reads a few); afterwards they come from
+-- the params Lua holds, which set_header may have changed.
 local function request_vars(r)
     local vars = r.vars
     if vars then
         return vars
     end
-    vars = {}
-    local params = params_of(r)
-    for i = 1, #params, 2 do
-        local k = lower(params[i])
-        if vars[k] == nil then
-            vars[k] = params[i + 1]
+    local params = r.params
+    if params then
+        vars = {}
+        for i = 1, #params, 2 do
+            local k = lower(params[i])
+            if vars[k] == nil then
+                vars[k] = params[i + 1]
+            end
         end
+    else
+        local handle, missing = r.handle, {}
+        vars = setmetatable({}, {
+            __index = function(t, name)
+                if missing[name] or type(name) ~= "string" then
+                    return nil
+                end
+                local v = py_var(handle, name)
+                if v == nil then
+                    missing[name] = true
+                else
+                    t[name] = v
+                end
+                return v
+            end,
+        })
     end
     r.vars = vars
     return vars
