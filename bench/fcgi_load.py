@@ -239,7 +239,9 @@ def main() -> None:
             time.sleep(1.0)  # py-spy attaches
         perf = None
         if args.perf:
-            argv = ["perf", "record", *os.environ.get("PERF_CALLGRAPH", "-g").split(), "-F", "2000", "-o", args.perf, "-p", str(proc.pid)]
+            # PERF_CALLGRAPH="--call-graph dwarf" for callers through C without frame pointers
+            graph = os.environ.get("PERF_CALLGRAPH", "-g").split()
+            argv = ["perf", "record", *graph, "-F", "2000", "-o", args.perf, "-p", str(proc.pid)]
             perf = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1.0)  # perf attaches
         ticks = cpu_ticks(proc.pid)
