@@ -68,6 +68,8 @@ class LuaRequest(Protocol):
     @property
     def params(self) -> Sequence[tuple[bytes, bytes]]: ...
 
+    def var(self, name: bytes) -> bytes | None: ...
+
     @property
     def method(self) -> bytes:
         """REQUEST_METHOD ("" when the front server sent none)."""
@@ -411,7 +413,8 @@ class LuaEngine:
         (Request.var): what ngx.var asks while the script has not needed
         all the params (one crossing and a dict lookup, 0.3 us, against 2.4
         us for all of them and 1.6 us more to index them in Lua)."""
-        return self._requests[handle][0].var(name)
+        request: LuaRequest = self._requests[handle][0]
+        return request.var(name)
 
     def _body_now(self, handle: int) -> Any:
         """ngx.req.read_body() of a body that has all come (it came with the
