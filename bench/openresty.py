@@ -2,7 +2,7 @@
 """Benchmark fcgi-lua against OpenResty's lua-nginx-module, in one run.
 
 Starts, all under a temp dir: a redis-server on a free loopback port,
-fcgi-lua (1 worker) on a Unix socket, and one nginx (1 worker) that loads
+fcgi-lua (1 worker, or --workers) on a Unix socket, and one nginx (1 worker) that loads
 Debian's libnginx-mod-http-lua, with two servers on the same files from
 bench/: one passes ``*.lua`` to fcgi-lua over FastCGI, the other runs them
 itself with ``content_by_lua_file`` (OpenResty).  Then wrk against both:
@@ -302,7 +302,7 @@ class Bench(Processes):
             # the memory run's burst of 10,000 upstream connects: see README
             "--listen", f"127.0.0.1:{self.fcgi_tcp_port}",
             "--root", str(BENCH),
-            "--workers", "1",
+            "--workers", str(self.args.workers),
             "-o", "log_level=warning",
             "-o", "recompile=mtime",
             # the memory run holds 10,000 requests in flight (default cap 1024)
@@ -512,8 +512,8 @@ def report(
         f"Machine: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
         f"Python {platform.python_version()}, load average at the end {load}; "
         f"wrk -t{args.threads} -d{args.duration} (after {args.warmup} warm-up); one nginx "
-        "(1 worker) with a server for each; fcgi-lua 1 worker; OpenResty = Debian's "
-        "libnginx-mod-http-lua.",
+        f"(1 worker) with a server for each; fcgi-lua {args.workers} worker(s); "
+        "OpenResty = Debian's libnginx-mod-http-lua.",
         "",
         "CPU per request: utime + stime over the run (`/proc/PID/stat`) of fcgi-lua's "
         "processes and of nginx's worker, divided by the requests; OpenResty runs Lua in "
@@ -606,6 +606,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--server", choices=["fcgi-lua", "openresty"], action="append",
         help="measure only this server (repeatable); default: both",
+    )  # fmt: skip
+    parser.add_argument(
+        "--workers", type=int, default=1,
+        help="fcgi-lua workers (default 1: one process against nginx's one worker; "
+        "fcgi-lua's own default is the CPU count)",
     )  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, configs)")
     args = parser.parse_args(argv)
