@@ -433,6 +433,40 @@ sock:close()
     assert out[6].endswith("(string, number, boolean, nil, or array table expected, got function)")
 
 
+def test_held_sends_keep_their_order_and_survive_close(engine: LuaEngine, tmp_path: Path) -> None:
+    # send() holds bytes until the loop iteration ends (below 64 KiB a
+    # connection): many small sends and a large one arrive whole and in
+    # order, and a close right after a send still delivers it
+    src = """
+local sock = assert(ngx.socket.connect("127.0.0.1", tonumber(ngx.var.arg_port)))
+for i = 1, 1000 do sock:send("x") end
+sock:send("\\n")
+ngx.say(#sock:receive())
+ngx.say(sock:send(string.rep("y", 100000) .. "\\n"), " ", #sock:receive())
+local other = assert(ngx.socket.connect("127.0.0.1", tonumber(ngx.var.arg_port)))
+other:send("last words\\n")
+ngx.say(other:close())
+"""
+    got: list[bytes] = []
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        pending = b""
+        while chunk := await reader.read(65536):  # lines longer than readline's limit
+            pending += chunk
+            while b"\n" in pending:
+                line, _, pending = pending.partition(b"\n")
+                got.append(line + b"\n")
+                writer.write(line + b"\n")
+            await writer.drain()
+
+    async def main() -> str:
+        async with Peer(record) as peer:
+            return await run(engine, tmp_path, src, f"port={peer.port}")
+
+    assert go(main()) == "1000\n100001 100000\n1\n"
+    assert got == [b"x" * 1000 + b"\n", b"y" * 100000 + b"\n", b"last words\n"]
+
+
 def test_unix_socket(engine: LuaEngine, tmp_path: Path) -> None:
     src = """
 local sock = ngx.socket.tcp()

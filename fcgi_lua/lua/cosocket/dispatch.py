@@ -30,7 +30,7 @@ from fcgi_lua.lua.cosocket.handles import (
 from fcgi_lua.lua.cosocket.pool import DEFAULT_KEEPALIVE_MS, DEFAULT_POOL_SIZE, Pool
 from fcgi_lua.lua.cosocket.reading import UNTIL, BodyReader, UntilState
 from fcgi_lua.lua.cosocket.resolver import resolve
-from fcgi_lua.lua.cosocket.tcp import Drain, TcpConnection
+from fcgi_lua.lua.cosocket.tcp import CORK_LIMIT, Drain, TcpConnection
 from fcgi_lua.lua.cosocket.tls import Handshake, client_context
 from fcgi_lua.lua.cosocket.udp import UDP_MAX_DATAGRAM, UdpSocket
 from fcgi_lua.lua.loader import load_chunk
@@ -52,6 +52,8 @@ class Cosockets:
         self._tls: dict[bool, ssl.SSLContext] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._deadlines: Deadlines | None = None
+        # connections whose sends wait for the end of the loop iteration
+        self._unsent: list[TcpConnection] = []
 
     def deadlines(self) -> Deadlines:
         """The worker's heap of deadlines, on its loop: read and keepalive
@@ -256,15 +258,35 @@ class Cosockets:
         if conn.write_closed or transport is None or transport.is_closing():
             conn.write_closed = True
             return None, (conn.error or "closed").encode()
+        size = len(data)
+        if not conn.writing_paused and conn.unsent_size + size < CORK_LIMIT:
+            # Held until the loop iteration ends, with every other request's
+            # sends: a peer woken once for the lot, not once per send
+            # (redis INCR: 8-10 % less worker CPU, fewer wake-ups in the
+            # kernel; bench/README.md).
+            if not conn.unsent:
+                if not self._unsent:
+                    self.loop().call_soon(self.flush_sends)
+                self._unsent.append(conn)
+            conn.unsent.append(data)
+            conn.unsent_size += size
+            return size
+        conn.flush()
         transport.write(data)
         if not conn.writing_paused:
-            return len(data)
+            return size
         # Wait for the drain on an object of its own, so a read another light
         # thread waits for meanwhile keeps its own waiter (full duplex).
-        drain = conn.drain = Drain(conn, len(data), timeout_seconds(timeout_ms))
+        drain = conn.drain = Drain(conn, size, timeout_seconds(timeout_ms))
         if conn.owner is not None:
             conn.owner.others.append(drain.handle)
         return PENDING, drain.handle
+
+    def flush_sends(self) -> None:
+        """The end of a loop iteration: write what send() held back."""
+        unsent, self._unsent = self._unsent, []
+        for conn in unsent:
+            conn.flush()
 
     def receive(self, handle: int, mode: Any, size: Any, timeout_ms: Any) -> Any:
         """The data; (nil, err, partial); or PENDING."""
@@ -365,6 +387,7 @@ class Cosockets:
         if not isinstance(conn, TcpConnection) or not conn.usable() or conn.owner is None:
             return None, b"closed"
         name = server_name.decode("utf-8", "replace") if isinstance(server_name, bytes) else None
+        conn.flush()  # what was sent in the clear goes before the handshake
         hs = Handshake(conn, name, bool(verify), timeout_seconds(timeout_ms))
         conn.owner.others.append(hs.handle)
         return hs.handle

@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 # nginx's default lua_socket_buffer_size-sized reads over a loopback burst.
 HIGH_WATER = 64 * 1024
 LOW_WATER = 16 * 1024
+# A connection's sends are held until the loop iteration ends (Cosockets'
+# cork) up to this many bytes; more goes to the transport at once, so that
+# its high-water mark and the script's send timeout apply.
+CORK_LIMIT = 64 * 1024
 
 
 class TcpConnection(PendingRead, asyncio.Protocol):
@@ -58,6 +62,10 @@ class TcpConnection(PendingRead, asyncio.Protocol):
         self.failure: tuple[str, bytes | None] = ("closed", None)
         self.drain: Drain | None = None  # a send waiting for the transport to drain
         self.handed: TcpConnection | None = None  # a backlog wait got this one
+        # send()s not yet written: they leave together at the end of the
+        # loop iteration (Cosockets.flush_sends), or before a close
+        self.unsent: list[bytes] = []
+        self.unsent_size = 0
 
     # -- asyncio.Protocol ------------------------------------------------------
 
@@ -114,14 +122,28 @@ class TcpConnection(PendingRead, asyncio.Protocol):
     def usable(self) -> bool:
         return not self.closed and self.transport is not None and not self.transport.is_closing()
 
+    def flush(self) -> None:
+        """Write what send() held back (at the end of the loop iteration,
+        before a close or a TLS handshake, or past CORK_LIMIT)."""
+        unsent = self.unsent
+        if not unsent:
+            return
+        self.unsent = []
+        self.unsent_size = 0
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(b"".join(unsent) if len(unsent) > 1 else unsent[0])
+
     def shutdown(self) -> None:
-        """Close now, whatever the state (request end, close(), errors)."""
+        """Close now, whatever the state (request end, close(), errors);
+        what was sent still leaves first, as nginx's close after a send."""
         self.closed = True
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
         transport = self.transport
         if transport is not None:
+            self.flush()
             self.transport = None
             transport.close()
         self._leave_pool_count()
