@@ -9,6 +9,14 @@ server's share (records, tasks, the write syscall).
     python3 bench/engine_run.py                          # hello.lua
     python3 bench/engine_run.py --script redis_incr.lua  # starts a redis-server
     python3 bench/engine_run.py -o max_instructions=0 -o lua_memory_limit=0
+    python3 bench/engine_run.py --script redis_incr.lua --jit-profile
+
+``--jit-profile`` (LuaJIT) runs LuaJIT's own sampling profiler in the
+worker's VM over one more pass: how the CPU per request splits between Lua
+interpreted (I), compiled (N), garbage collection (G), C functions called
+from Lua (C: lupa's calls into Python, and Python), and everything outside
+Lua (the samples that never came: Python around the resumes, the loop, the
+kernel), with the Lua lines most sampled.
 """
 
 from __future__ import annotations
@@ -45,7 +53,43 @@ class Sink:
         return None
 
 
-async def measure(script: Path, query: bytes, requests: int, overrides: dict[str, Any]) -> None:
+# LuaJIT's jit.profile in the worker's VM: samples by VM state and by line
+PROFILE_START = """
+local profile = require("jit.profile")
+BENCH_PROFILE = {}
+local dumpstack = profile.dumpstack
+profile.start("i1", function(thread, samples, vmstate)
+    local key = vmstate .. " " .. dumpstack(thread, "pl", 1)
+    BENCH_PROFILE[key] = (BENCH_PROFILE[key] or 0) + samples
+end)
+"""
+VM_STATES = {"N": "compiled", "I": "interpreted", "C": "in C", "G": "GC", "J": "JIT compiler"}
+
+
+def print_profile(lua: Any, requests: int, cpu_us: float) -> None:
+    """The 1 ms samples jit.profile took, as microseconds per request."""
+    lua.execute("require('jit.profile').stop()")
+    samples = {
+        (k.decode() if isinstance(k, bytes) else str(k)): int(v)
+        for k, v in lua.eval("BENCH_PROFILE").items()
+    }
+    per_request = 1000.0 / requests  # one sample is 1 ms
+    by_state: dict[str, int] = {}
+    for key, count in samples.items():
+        by_state[key[0]] = by_state.get(key[0], 0) + count
+    inside = sum(by_state.values()) * per_request
+    print(f"jit.profile ({sum(by_state.values())} samples of 1 ms), us per request:")
+    for state, count in sorted(by_state.items(), key=lambda item: -item[1]):
+        print(f"  {VM_STATES.get(state, state):<12} {count * per_request:6.2f}")
+    print(f"  {'outside Lua':<12} {max(cpu_us - inside, 0.0):6.2f}  (CPU {cpu_us:.2f} - the above)")
+    print("  most sampled lines:")
+    for key, count in sorted(samples.items(), key=lambda item: -item[1])[:12]:
+        print(f"    {count * per_request:6.2f}  {key}")
+
+
+async def measure(
+    script: Path, query: bytes, requests: int, overrides: dict[str, Any], jit_profile: bool
+) -> None:
     engine = make_engine(load(None, {"root": str(script.parent), **overrides}))
     request_params = nginx_params(script, query, b"engine_run")
     path = str(script)
@@ -66,6 +110,14 @@ async def measure(script: Path, query: bytes, requests: int, overrides: dict[str
         f"{script.name}: engine.run {min(runs):.2f} us CPU per request "
         f"(runs: {', '.join(f'{r:.2f}' for r in runs)}); {sink.sent} bytes out"
     )
+    if jit_profile:
+        lua = engine._lua
+        lua.execute(PROFILE_START)
+        began = time.process_time()
+        for _ in range(requests):
+            await one()
+        cpu_us = (time.process_time() - began) / requests * 1e6
+        print_profile(lua, requests, cpu_us)
 
 
 def main() -> None:
@@ -73,6 +125,9 @@ def main() -> None:
     parser.add_argument("--script", default="hello.lua", help="a script in bench/")
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("-o", dest="options", action="append", default=[], help="KEY=VALUE")
+    parser.add_argument(
+        "--jit-profile", action="store_true", help="LuaJIT's profiler in the VM (see above)"
+    )
     args = parser.parse_args()
     defaults = Config()
     overrides: dict[str, Any] = {}
@@ -93,7 +148,7 @@ def main() -> None:
         query = f"port={port}".encode()
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(measure(script, query, args.requests, overrides))
+            runner.run(measure(script, query, args.requests, overrides, args.jit_profile))
     finally:
         if redis is not None:
             redis.terminate()
