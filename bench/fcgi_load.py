@@ -235,15 +235,13 @@ def main() -> None:
             # an SVG, or (a .txt name) py-spy's raw collapsed stacks to sum up
             fmt = "raw" if args.flame.endswith(".txt") else "flamegraph"
             argv += ["--pid", str(proc.pid), "--format", fmt, "--output", args.flame]
-            spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(1.0)  # py-spy attaches
+            spy = attach(argv)
         perf = None
         if args.perf:
             # PERF_CALLGRAPH="--call-graph dwarf" for callers through C without frame pointers
             graph = os.environ.get("PERF_CALLGRAPH", "-g").split()
             argv = ["perf", "record", *graph, "-F", "2000", "-o", args.perf, "-p", str(proc.pid)]
-            perf = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(1.0)  # perf attaches
+            perf = attach(argv)
         ticks = cpu_ticks(proc.pid)
         began = time.perf_counter()
         failures = asyncio.run(drive(sock, payload, args.requests, args.connections, keep))
@@ -261,12 +259,10 @@ def main() -> None:
         )
         print(f"  failures {len(failures)}" + (f": {failures[0]!r}" if failures else ""))
         if perf is not None:
-            perf.send_signal(signal.SIGINT)
-            perf.wait(timeout=60)
+            detach(perf)
             print(f"  perf data: {args.perf}")
         if spy is not None:
-            spy.send_signal(signal.SIGINT)  # py-spy writes the SVG on SIGINT
-            spy.wait(timeout=60)
+            detach(spy)
             print(f"  flame graph: {args.flame}")
         if strace is not None:
             strace.send_signal(signal.SIGINT)
@@ -279,6 +275,19 @@ def main() -> None:
             redis.terminate()
             redis.wait()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def attach(argv: list[str]) -> subprocess.Popen[bytes]:
+    """A profiler (py-spy, perf) started on the worker, given a second to attach."""
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)
+    return proc
+
+
+def detach(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a profiler from attach(): on SIGINT it writes its output."""
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
 
 
 def print_syscalls(table: str, served: int) -> None:
